@@ -1,0 +1,2 @@
+//! The one criterion benchmark binary.
+fn main() {}

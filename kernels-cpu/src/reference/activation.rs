@@ -1,0 +1,1 @@
+//! activation reference kernel (being written).

@@ -1,0 +1,1 @@
+//! avg_pool2d reference kernel (being written).

@@ -1,0 +1,1 @@
+//! batch_norm reference kernel (being written).

@@ -1,0 +1,1 @@
+//! bias_add reference kernel (being written).

@@ -1,0 +1,1 @@
+//! binary reference kernel (being written).

@@ -1,0 +1,1 @@
+//! conv2d reference kernel (being written).

@@ -1,0 +1,1 @@
+//! dropout reference kernel (being written).

@@ -1,0 +1,1 @@
+//! loss reference kernel (being written).

@@ -1,0 +1,1 @@
+//! reduce reference kernel (being written).

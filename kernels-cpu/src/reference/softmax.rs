@@ -1,0 +1,1 @@
+//! softmax reference kernel (being written).

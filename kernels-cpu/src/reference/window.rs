@@ -1,0 +1,1 @@
+//! window reference kernel (being written).

@@ -1,0 +1,1 @@
+//! Spore (being set up).

@@ -1,0 +1,2 @@
+//! The `spore` command-line program (being set up).
+fn main() {}
