@@ -1,0 +1,476 @@
+//! `GpuContext`: one wgpu device and queue, with wgpu's panicking error handler replaced, a
+//! pipeline cache, and the upload / dispatch / read-back primitives kernels are built on.
+//!
+//! Why the error plumbing: wgpu's default uncaptured-error handler panics, which would tear
+//! down the user's process on a validation error, device loss or GPU OOM. We install our own
+//! handler (recording the error), a device-lost callback, and wrap every operation in error
+//! scopes, so each failure surfaces as an [`Error`] from the call that caused it.
+
+use crate::error::{Error, GpuErrorKind, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Which adapter to prefer when several exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PowerPreference {
+    /// Let the platform choose.
+    #[default]
+    Default,
+    /// Prefer an integrated / low-power GPU.
+    LowPower,
+    /// Prefer a discrete / high-performance GPU.
+    HighPerformance,
+}
+
+/// How to pick and open a GPU.
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// Case-insensitive substring of the adapter name to require (e.g. `"llvmpipe"`).
+    pub adapter: Option<String>,
+    /// Preference among adapters when `adapter` is not given.
+    pub power_preference: PowerPreference,
+    /// Accept a software adapter (device type `Cpu`, e.g. Mesa's lavapipe). `Device::Auto` never
+    /// does: a CPU backend beats an emulated GPU. Tests and explicit requests do.
+    pub allow_software: bool,
+}
+
+/// What `spore devices` prints about an adapter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterSummary {
+    /// Adapter name, e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`.
+    pub name: String,
+    /// Backend API (`Vulkan`, `Metal`, `Dx12`, `Gl`, ...).
+    pub backend: String,
+    /// Device type (`DiscreteGpu`, `IntegratedGpu`, `Cpu`, ...).
+    pub device_type: String,
+    /// Driver name and version.
+    pub driver: String,
+    /// Whether `SHADER_F16` is available (f16 precision).
+    pub shader_f16: bool,
+    /// Whether timestamp queries are available (autotuning timing).
+    pub timestamp_query: bool,
+    /// Whether the adapter is a software rasteriser.
+    pub is_software: bool,
+    /// Largest buffer, bytes.
+    pub max_buffer_size: u64,
+    /// Largest storage-buffer binding, bytes.
+    pub max_storage_buffer_binding_size: u64,
+    /// Storage buffers per shader stage.
+    pub max_storage_buffers_per_shader_stage: u32,
+    /// Invocations per workgroup.
+    pub max_compute_invocations_per_workgroup: u32,
+    /// Workgroup memory, bytes.
+    pub max_compute_workgroup_storage_size: u32,
+    /// Workgroups per dispatch dimension.
+    pub max_compute_workgroups_per_dimension: u32,
+    /// Subgroup size range, if reported.
+    pub subgroup_size: (u32, u32),
+}
+
+impl AdapterSummary {
+    fn of(adapter: &wgpu::Adapter) -> Self {
+        let info = adapter.get_info();
+        let features = adapter.features();
+        let limits = adapter.limits();
+        AdapterSummary {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: format!("{} {}", info.driver, info.driver_info)
+                .trim()
+                .to_string(),
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            is_software: info.device_type == wgpu::DeviceType::Cpu,
+            max_buffer_size: limits.max_buffer_size,
+            max_storage_buffer_binding_size: u64::from(limits.max_storage_buffer_binding_size),
+            max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
+            max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+            max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+            max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+            subgroup_size: (info.subgroup_min_size, info.subgroup_max_size),
+        }
+    }
+}
+
+fn new_instance() -> wgpu::Instance {
+    // `with_env` honours WGPU_BACKEND and friends, so a user can force e.g. Vulkan vs GL.
+    let desc = wgpu::InstanceDescriptor::new_without_display_handle().with_env();
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter wgpu can see, on every backend.
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    let instance = new_instance();
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        .iter()
+        .map(AdapterSummary::of)
+        .collect()
+}
+
+/// Cache key of a compute pipeline: shader, element type, override constants.
+type PipelineKey = (&'static str, &'static str, Vec<(String, u64)>);
+
+/// One opened GPU: device, queue, pipeline cache, and the error channel.
+pub struct GpuContext {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    summary: AdapterSummary,
+    /// Errors wgpu reported outside any error scope (e.g. from another thread's work).
+    uncaptured: Arc<Mutex<Vec<String>>>,
+    /// Set by the device-lost callback.
+    lost: Arc<Mutex<Option<String>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.summary.name)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means another thread panicked while holding it; the data (an error
+    // list, a cache) is still usable, and refusing service would turn one failure into many.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn map_wgpu_error(e: wgpu::Error) -> Error {
+    match e {
+        wgpu::Error::OutOfMemory { source } => {
+            Error::gpu(GpuErrorKind::OutOfMemory, source.to_string())
+        }
+        wgpu::Error::Validation { description, .. } => {
+            Error::gpu(GpuErrorKind::Validation, description)
+        }
+        wgpu::Error::Internal { description, .. } => {
+            Error::gpu(GpuErrorKind::Internal, description)
+        }
+    }
+}
+
+impl GpuContext {
+    /// Opens the adapter `options` describe. Errors with [`GpuErrorKind::NoAdapter`] when none
+    /// fits (including when only a software adapter exists and `allow_software` is false).
+    pub fn new(options: &GpuOptions) -> Result<GpuContext> {
+        let instance = new_instance();
+        let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        adapters.retain(|a| {
+            let info = a.get_info();
+            let name_ok = options
+                .adapter
+                .as_ref()
+                .is_none_or(|want| info.name.to_lowercase().contains(&want.to_lowercase()));
+            let kind_ok = options.allow_software || info.device_type != wgpu::DeviceType::Cpu;
+            name_ok && kind_ok
+        });
+        // Rank: the wanted power class first, then real GPUs before software, then Vulkan /
+        // Metal / DX12 before GL (compute on GL is limited).
+        let rank = |a: &wgpu::Adapter| {
+            let info = a.get_info();
+            let class = match (options.power_preference, info.device_type) {
+                (PowerPreference::LowPower, wgpu::DeviceType::IntegratedGpu) => 0,
+                (PowerPreference::LowPower, wgpu::DeviceType::DiscreteGpu) => 1,
+                (_, wgpu::DeviceType::DiscreteGpu) => 0,
+                (_, wgpu::DeviceType::IntegratedGpu) => 1,
+                (_, wgpu::DeviceType::VirtualGpu) => 2,
+                (_, wgpu::DeviceType::Other) => 3,
+                (_, wgpu::DeviceType::Cpu) => 4,
+            };
+            let api = if info.backend == wgpu::Backend::Gl {
+                1
+            } else {
+                0
+            };
+            (class, api)
+        };
+        adapters.sort_by_key(rank);
+        let adapter = adapters.into_iter().next().ok_or_else(|| {
+            let what = match &options.adapter {
+                Some(n) => format!("no GPU adapter matching `{n}`"),
+                None => "no GPU adapter".to_string(),
+            };
+            let hint = if options.allow_software {
+                ""
+            } else {
+                " (software adapters excluded)"
+            };
+            Error::gpu(GpuErrorKind::NoAdapter, format!("{what}{hint}"))
+        })?;
+        Self::from_adapter(adapter)
+    }
+
+    fn from_adapter(adapter: wgpu::Adapter) -> Result<GpuContext> {
+        let summary = AdapterSummary::of(&adapter);
+        // Ask for what helps compute and nothing a missing feature would break:
+        // f16 for half precision, timestamps for autotuning.
+        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
+        let features = adapter.features() & wanted;
+        // The adapter's own limits: the defaults cap storage bindings at 128 MiB, too small
+        // for real activations.
+        let limits = adapter.limits();
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("spore"),
+            required_features: features,
+            required_limits: limits,
+            ..Default::default()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|e| Error::gpu(GpuErrorKind::RequestDevice, e.to_string()))?;
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&uncaptured);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            log::error!("uncaptured wgpu error: {e}");
+            lock(&sink).push(e.to_string());
+        }));
+        let lost = Arc::new(Mutex::new(None));
+        let lost_sink = Arc::clone(&lost);
+        device.set_device_lost_callback(move |reason, message| {
+            log::warn!("GPU device lost ({reason:?}): {message}");
+            *lock(&lost_sink) = Some(format!("{reason:?}: {message}"));
+        });
+        log::info!(
+            "GPU: {} ({}, {})",
+            summary.name,
+            summary.backend,
+            summary.device_type
+        );
+        Ok(GpuContext {
+            device,
+            queue,
+            summary,
+            uncaptured,
+            lost,
+            pipelines: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// What this context runs on.
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.summary
+    }
+
+    /// Whether the device was created with `SHADER_F16`.
+    pub fn has_f16(&self) -> bool {
+        self.device.features().contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Fails if the device was lost or an uncaptured error was recorded since the last check.
+    pub fn check_health(&self) -> Result<()> {
+        if let Some(why) = lock(&self.lost).clone() {
+            return Err(Error::gpu(GpuErrorKind::DeviceLost, why));
+        }
+        let mut errs = lock(&self.uncaptured);
+        if !errs.is_empty() {
+            let msg = errs.join("; ");
+            errs.clear();
+            return Err(Error::gpu(GpuErrorKind::Validation, msg));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` inside validation, out-of-memory and internal error scopes, turning any error
+    /// wgpu reports for that work into an [`Error`].
+    pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
+        self.check_health()?;
+        let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let value = f();
+        let errors = [
+            pollster::block_on(validation.pop()),
+            pollster::block_on(oom.pop()),
+            pollster::block_on(internal.pop()),
+        ];
+        match errors.into_iter().flatten().next() {
+            Some(e) => Err(map_wgpu_error(e)),
+            None => Ok(value),
+        }
+    }
+
+    /// The compute pipeline for registered shader `name` with element type `elem`
+    /// (`"f32"` or `"f16"`) and override constants, compiled once and cached.
+    pub fn pipeline(
+        &self,
+        name: &'static str,
+        elem: &'static str,
+        constants: &[(&str, f64)],
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key: PipelineKey = (
+            name,
+            elem,
+            constants
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_bits()))
+                .collect(),
+        );
+        if let Some(p) = lock(&self.pipelines).get(&key) {
+            return Ok(Arc::clone(p));
+        }
+        if elem == "f16" && !self.has_f16() {
+            return Err(Error::NotSupported {
+                what: format!("f16 shaders on {} (no SHADER_F16)", self.summary.name),
+            });
+        }
+        let source = super::shaders::source(name, elem)?;
+        let pipeline = self.scoped(|| {
+            let module = self
+                .device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(name),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                });
+            self.device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(name),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants,
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                })
+        })?;
+        let pipeline = Arc::new(pipeline);
+        lock(&self.pipelines).insert(key, Arc::clone(&pipeline));
+        Ok(pipeline)
+    }
+
+    /// A storage buffer holding `bytes` (padded to 4 bytes, as copies require).
+    pub fn upload(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
+        let size = (bytes.len().max(4) as u64).next_multiple_of(4);
+        self.check_size(size)?;
+        self.scoped(|| {
+            let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let mut padded = bytes.to_vec();
+            padded.resize(size as usize, 0);
+            self.queue.write_buffer(&buf, 0, &padded);
+            buf
+        })
+    }
+
+    /// A storage buffer of `size` bytes, every byte 0xFF: f32 and f16 NaN, so an element a
+    /// kernel forgot to write shows up in any comparison.
+    pub fn poisoned(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
+        let size = size.max(4).next_multiple_of(4);
+        self.check_size(size)?;
+        let poison = vec![0xFFu8; size as usize];
+        self.upload(label, &poison)
+    }
+
+    /// A uniform buffer holding `params`.
+    pub fn uniform<P: bytemuck::Pod>(&self, label: &str, params: &P) -> Result<wgpu::Buffer> {
+        self.scoped(|| {
+            let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: std::mem::size_of::<P>() as u64,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            self.queue.write_buffer(&buf, 0, bytemuck::bytes_of(params));
+            buf
+        })
+    }
+
+    fn check_size(&self, size: u64) -> Result<()> {
+        if size > self.summary.max_buffer_size
+            || size > self.summary.max_storage_buffer_binding_size
+        {
+            return Err(Error::OutOfMemory {
+                device: self.summary.name.clone(),
+                bytes: size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records one dispatch of `pipeline` over `buffers` (bound 0, 1, ... in order) into a new
+    /// encoder and submits it. Kernels of a fused segment record into one encoder instead;
+    /// this is the single-kernel path.
+    pub fn dispatch(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[&wgpu::Buffer],
+        workgroups: [u32; 3],
+    ) -> Result<()> {
+        let max = self.summary.max_compute_workgroups_per_dimension;
+        if workgroups.iter().any(|&w| w > max) {
+            return Err(Error::invalid_param(
+                "workgroups",
+                format!("{workgroups:?} exceeds the adapter's {max} per dimension"),
+            ));
+        }
+        self.scoped(|| {
+            let layout = pipeline.get_bind_group_layout(0);
+            let entries: Vec<wgpu::BindGroupEntry> = buffers
+                .iter()
+                .enumerate()
+                .map(|(i, b)| wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource: b.as_entire_binding(),
+                })
+                .collect();
+            let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &layout,
+                entries: &entries,
+            });
+            let mut encoder = self.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                pass.set_pipeline(pipeline);
+                pass.set_bind_group(0, &bind_group, &[]);
+                pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+            }
+            self.queue.submit([encoder.finish()]);
+        })
+    }
+
+    /// Copies `size` bytes of `buffer` back to the host, waiting for the GPU.
+    pub fn read_back(&self, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        let padded = size.max(4).next_multiple_of(4);
+        let staging = self.scoped(|| {
+            let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("read_back"),
+                size: padded,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut encoder = self.device.create_command_encoder(&Default::default());
+            encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, padded);
+            self.queue.submit([encoder.finish()]);
+            staging
+        })?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            // The receiver outlives this callback unless we already returned an error.
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::gpu(GpuErrorKind::Internal, e.to_string()))?;
+        self.check_health()?;
+        rx.recv()
+            .map_err(|e| Error::gpu(GpuErrorKind::Internal, e.to_string()))?
+            .map_err(|e| Error::gpu(GpuErrorKind::Internal, e.to_string()))?;
+        let bytes = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| Error::gpu(GpuErrorKind::Internal, e.to_string()))?;
+            view[..size as usize].to_vec()
+        };
+        staging.unmap();
+        Ok(bytes)
+    }
+}

@@ -1,0 +1,132 @@
+//! The shader registry: every `.wgsl` file under `shaders/`, embedded at compile time, and
+//! the preludes that make each one valid WGSL for an element type.
+
+use crate::error::{Error, Result};
+
+/// Prelude prepended for f32 kernels.
+pub const PRELUDE_F32: &str = include_str!("../../../shaders/prelude/f32.wgsl");
+/// Prelude prepended for f16 kernels (needs `SHADER_F16`).
+pub const PRELUDE_F16: &str = include_str!("../../../shaders/prelude/f16.wgsl");
+
+macro_rules! shaders {
+    ($($name:ident),* $(,)?) => {
+        /// Every registered shader: `(name, source without prelude)`.
+        pub const SHADERS: &[(&str, &str)] = &[
+            $((stringify!($name), include_str!(concat!("../../../shaders/", stringify!($name), ".wgsl"))),)*
+        ];
+    };
+}
+
+shaders! {
+    bias_add,
+}
+
+/// The registered source of shader `name` (without prelude).
+pub fn raw(name: &str) -> Result<&'static str> {
+    SHADERS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| *s)
+        .ok_or_else(|| Error::NotSupported {
+            what: format!("no shader named `{name}`"),
+        })
+}
+
+/// The full source of shader `name` for element type `elem` (`"f32"` or `"f16"`).
+pub fn source(name: &str, elem: &str) -> Result<String> {
+    let prelude = match elem {
+        "f32" => PRELUDE_F32,
+        "f16" => PRELUDE_F16,
+        other => {
+            return Err(Error::NotSupported {
+                what: format!("shader element type `{other}`"),
+            });
+        }
+    };
+    Ok(format!("{prelude}\n{}", raw(name)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wgpu::naga;
+
+    fn validate(name: &str, elem: &str) -> naga::Module {
+        let src = source(name, elem).unwrap();
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{name}/{elem}: {}", e.emit_to_string(&src)));
+        // The capabilities the device is actually asked for: f16 only for the f16 prelude.
+        let caps = if elem == "f16" {
+            naga::valid::Capabilities::SHADER_FLOAT16
+        } else {
+            naga::valid::Capabilities::empty()
+        };
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{name}/{elem}: {}", e.emit_to_string(&src)));
+        module
+    }
+
+    #[test]
+    fn every_shader_validates_with_every_prelude() {
+        for (name, _) in SHADERS {
+            for elem in ["f32", "f16"] {
+                let module = validate(name, elem);
+                let main = module.entry_points.iter().find(|e| e.name == "main");
+                let main = main.unwrap_or_else(|| panic!("{name}: no entry point `main`"));
+                assert_eq!(
+                    main.stage,
+                    naga::ShaderStage::Compute,
+                    "{name}: main is not compute"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_file_is_registered() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| {
+                let p = e.unwrap().path();
+                (p.extension()? == "wgsl").then(|| p.file_stem().unwrap().to_string_lossy().into())
+            })
+            .collect();
+        on_disk.sort();
+        let mut registered: Vec<String> = SHADERS.iter().map(|(n, _)| n.to_string()).collect();
+        registered.sort();
+        assert_eq!(
+            on_disk, registered,
+            "shaders/*.wgsl and the shaders! registry differ"
+        );
+    }
+
+    /// Size of the `params` uniform's struct as naga lays it out.
+    pub(crate) fn params_size(name: &str) -> u32 {
+        let module = validate(name, "f32");
+        let var = module
+            .global_variables
+            .iter()
+            .find(|(_, v)| v.name.as_deref() == Some("params"))
+            .unwrap_or_else(|| panic!("{name}: no `params` uniform"))
+            .1;
+        match &module.types[var.ty].inner {
+            naga::TypeInner::Struct { span, .. } => *span,
+            other => panic!("{name}: params is {other:?}, not a struct"),
+        }
+    }
+
+    #[test]
+    fn params_structs_match_the_host_mirrors() {
+        for (name, host) in crate::backend::gpu::kernels::PARAMS_SIZES {
+            assert_eq!(
+                params_size(name) as usize,
+                *host,
+                "{name}: WGSL Params vs #[repr(C)] mirror"
+            );
+        }
+        assert!(raw("nope").is_err());
+        assert!(source("bias_add", "f64").is_err());
+    }
+}
