@@ -137,16 +137,31 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+fn with_sources(description: &str, source: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = description.to_string();
+    let mut next = Some(source);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        next = e.source();
+    }
+    msg
+}
+
 fn map_wgpu_error(e: wgpu::Error) -> Error {
     match e {
         wgpu::Error::OutOfMemory { source } => {
             Error::gpu(GpuErrorKind::OutOfMemory, source.to_string())
         }
-        wgpu::Error::Validation { description, .. } => {
-            Error::gpu(GpuErrorKind::Validation, description)
+        // The description alone is often just "Validation Error"; the source chain says what.
+        wgpu::Error::Validation { description, source } => {
+            Error::gpu(GpuErrorKind::Validation, with_sources(&description, source.as_ref()))
         }
-        wgpu::Error::Internal { description, .. } => {
-            Error::gpu(GpuErrorKind::Internal, description)
+        wgpu::Error::Internal { description, source } => {
+            Error::gpu(GpuErrorKind::Internal, with_sources(&description, source.as_ref()))
         }
     }
 }
