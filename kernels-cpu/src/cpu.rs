@@ -25,8 +25,15 @@ pub fn cpu_info() -> CpuInfo {
                 .map(|v| v.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".to_string());
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    CpuInfo { name, threads, arch: std::env::consts::ARCH, features: simd_features() }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    CpuInfo {
+        name,
+        threads,
+        arch: std::env::consts::ARCH,
+        features: simd_features(),
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -35,7 +42,17 @@ fn simd_features() -> Vec<&'static str> {
     macro_rules! probe {
         ($($feat:tt),*) => {$(if std::arch::is_x86_feature_detected!($feat) { f.push($feat); })*};
     }
-    probe!("sse4.1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vnni", "avxvnni");
+    probe!(
+        "sse4.1",
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512bw",
+        "avx512vnni",
+        "avxvnni"
+    );
     f
 }
 

@@ -43,7 +43,12 @@ pub fn check_len(
     if expected == slice_len {
         Ok(())
     } else {
-        Err(KernelError::Length { kernel, arg, expected, actual: slice_len })
+        Err(KernelError::Length {
+            kernel,
+            arg,
+            expected,
+            actual: slice_len,
+        })
     }
 }
 
@@ -54,16 +59,24 @@ pub fn check_param(
     ok: bool,
     reason: impl FnOnce() -> String,
 ) -> Result<()> {
-    if ok { Ok(()) } else { Err(KernelError::Param { kernel, param, reason: reason() }) }
+    if ok {
+        Ok(())
+    } else {
+        Err(KernelError::Param {
+            kernel,
+            param,
+            reason: reason(),
+        })
+    }
 }
 
 /// Multiplies dimensions, refusing overflow (a hostile shape must not wrap around).
 pub fn checked_product(kernel: &'static str, dims: &[usize]) -> Result<usize> {
-    dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| {
-        KernelError::Param {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| KernelError::Param {
             kernel,
             param: "shape",
             reason: format!("element count of {dims:?} overflows usize"),
-        }
-    })
+        })
 }

@@ -12,6 +12,7 @@
 //! Kernels check their slice lengths and parameters first and return [`KernelError`]; they
 //! never panic on bad input.
 
+pub mod cpu;
 pub mod error;
 pub mod reference;
 pub mod rng;

@@ -6,15 +6,16 @@ use crate::rng::Rng;
 /// The seed for this test: `SPORE_TEST_SEED` if set (to replay a failure), else fresh from the
 /// clock, so every run draws new data. Printed so a failing run can be replayed.
 pub fn seed(test: &str) -> u64 {
-    let s = std::env::var("SPORE_TEST_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(
-        || {
+    let s = std::env::var("SPORE_TEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
             let t = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0);
             crate::rng::mix64(t ^ crate::rng::mix64(test.len() as u64))
-        },
-    );
+        });
     println!("{test}: SPORE_TEST_SEED={s}");
     s
 }
@@ -56,7 +57,13 @@ pub fn assert_close(what: &str, actual: &[f64], expected: &[f64], tol: f64) {
             .zip(expected)
             .enumerate()
             .map(|(i, (a, e))| (i, *a, *e))
-            .fold((0usize, 0.0f64, 0.0f64), |w, c| if (c.1 - c.2).abs() > (w.1 - w.2).abs() { c } else { w });
+            .fold((0usize, 0.0f64, 0.0f64), |w, c| {
+                if (c.1 - c.2).abs() > (w.1 - w.2).abs() {
+                    c
+                } else {
+                    w
+                }
+            });
         panic!("{what}: relative L2 error {err:.3e} > {tol:.1e}; worst at {i}: got {a}, want {e}");
     }
 }
@@ -80,7 +87,13 @@ pub fn numeric_grad(f: &dyn Fn(&[f64]) -> Vec<f64>, x: &[f64], dy: &[f64], eps: 
 /// Checks an analytic gradient against central finite differences in f64
 /// (eps 1e-6, relative L2 tolerance 1e-6 — f64 differences are accurate to ~1e-9 away from kinks).
 #[track_caller]
-pub fn check_grad(what: &str, f: &dyn Fn(&[f64]) -> Vec<f64>, x: &[f64], dy: &[f64], analytic: &[f64]) {
+pub fn check_grad(
+    what: &str,
+    f: &dyn Fn(&[f64]) -> Vec<f64>,
+    x: &[f64],
+    dy: &[f64],
+    analytic: &[f64],
+) {
     let num = numeric_grad(f, x, dy, 1e-6);
     assert_close(what, analytic, &num, 1e-6);
 }
