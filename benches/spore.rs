@@ -1,2 +1,76 @@
-//! The one criterion benchmark binary.
-fn main() {}
+//! The one criterion benchmark binary. For now it measures the reference kernels — the
+//! baseline every tuned CPU and GPU kernel is compared against — and the GPU smoke kernel.
+//! Run: `cargo bench --bench spore`; results go to `benches/RESULTS.md`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use spore::kernels_cpu::reference::{conv2d, matmul, window::Padding2d};
+use spore::kernels_cpu::rng::Rng;
+use std::hint::black_box;
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut r = Rng::new(seed);
+    (0..n).map(|_| r.uniform(-1.0, 1.0) as f32).collect()
+}
+
+fn reference_kernels(c: &mut Criterion) {
+    let mut g = c.benchmark_group("reference");
+    let n = 128;
+    let p = matmul::MatmulParams::new(n, n, n);
+    let (a, b) = (random(n * n, 1), random(n * n, 2));
+    let mut out = vec![0f32; n * n];
+    g.throughput(Throughput::Elements((2 * n * n * n) as u64));
+    g.bench_function("matmul/128x128x128", |bench| {
+        bench.iter(|| matmul::matmul(p, black_box(&a), black_box(&b), &mut out).unwrap())
+    });
+
+    let p = conv2d::Conv2dParams {
+        n: 1,
+        h: 28,
+        w: 28,
+        c_in: 8,
+        c_out: 16,
+        kh: 3,
+        kw: 3,
+        stride_h: 1,
+        stride_w: 1,
+        dilation_h: 1,
+        dilation_w: 1,
+        padding: Padding2d::symmetric(1, 1),
+        groups: 1,
+    };
+    let x = random(p.x_len().unwrap(), 3);
+    let w = random(p.w_len().unwrap(), 4);
+    let mut y = vec![0f32; p.y_len().unwrap()];
+    let flops = 2 * 28 * 28 * 16 * 9 * 8;
+    g.throughput(Throughput::Elements(flops as u64));
+    g.bench_function("conv2d/28x28x8->16/k3", |bench| {
+        bench.iter(|| conv2d::conv2d(p, black_box(&x), black_box(&w), None, &mut y).unwrap())
+    });
+    g.finish();
+}
+
+fn gpu_smoke(c: &mut Criterion) {
+    use spore::backend::gpu::{GpuContext, GpuOptions, kernels::bias_add};
+    let opts = GpuOptions {
+        allow_software: true,
+        ..Default::default()
+    };
+    let Ok(gpu) = GpuContext::new(&opts) else {
+        println!("gpu/bias_add: skipped: no GPU adapter");
+        return;
+    };
+    let (rows, channels) = (4096, 64);
+    let x = random(rows * channels, 5);
+    let b = random(channels, 6);
+    let mut g = c.benchmark_group(format!("gpu/{}", gpu.adapter().name));
+    g.throughput(Throughput::Bytes((rows * channels * 4) as u64));
+    // Includes upload and read-back: this is the single-kernel smoke path, not a fused plan.
+    g.bench_function("bias_add/4096x64/round_trip", |bench| {
+        bench.iter(|| bias_add::run(&gpu, black_box(&x), black_box(&b)).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, reference_kernels, gpu_smoke);
+criterion_main!(benches);

@@ -351,7 +351,7 @@ impl<'a> TensorView<'a> {
     pub fn get<T: Element>(&self, index: &[usize]) -> Result<T> {
         let pos = self.layout.offset_of(index)?;
         let data = self.tensor.as_slice::<T>()?;
-        data.get(pos).copied().ok_or_else(|| Error::OutOfRange {
+        data.get(pos).copied().ok_or(Error::OutOfRange {
             index: pos as i64,
             axis: 0,
             size: data.len(),

@@ -3,7 +3,7 @@
 //! Every kernel takes plain slices and a small argument struct, so it can be called from the
 //! runtime, from benchmarks and from tests alike.
 //!
-//! * [`reference`] is THE oracle: naive loops with f64 accumulation, written to be obviously
+//! * [`reference`](mod@reference) is THE oracle: naive loops with f64 accumulation, written to be obviously
 //!   right. Every fast kernel (CPU, GPU, fused, int8) is tested against it.
 //! * [`rng`] is the counter-based random generator that seeded ops (dropout) and the test
 //!   suites share, so a CPU and a GPU kernel can draw the same mask.

@@ -23,7 +23,7 @@ fn bias_add_matches_reference_f32() {
         let got = bias_add::run(g, &x, &b).unwrap();
         let mut want = vec![0f32; x.len()];
         reference::bias_add(
-            &reference::BiasAddParams { rows, channels },
+            reference::BiasAddParams { rows, channels },
             &x,
             &b,
             &mut want,
@@ -58,7 +58,7 @@ fn bias_add_matches_reference_f16() {
     let br: Vec<f32> = bh.iter().map(|v| v.to_f32()).collect();
     let mut want = vec![0f32; x.len()];
     reference::bias_add(
-        &reference::BiasAddParams { rows, channels },
+        reference::BiasAddParams { rows, channels },
         &xr,
         &br,
         &mut want,

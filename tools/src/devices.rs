@@ -25,9 +25,17 @@ pub fn render_with(adapters: &[AdapterSummary], cpu: &CpuInfo) -> String {
         );
     }
     for (i, a) in adapters.iter().enumerate() {
-        let soft = if a.is_software { "  [software: used only when asked for]" } else { "" };
+        let soft = if a.is_software {
+            "  [software: used only when asked for]"
+        } else {
+            ""
+        };
         let _ = writeln!(s, "  [{i}] {}{soft}", a.name);
-        let _ = writeln!(s, "      backend {}, type {}, driver {}", a.backend, a.device_type, a.driver);
+        let _ = writeln!(
+            s,
+            "      backend {}, type {}, driver {}",
+            a.backend, a.device_type, a.driver
+        );
         let _ = writeln!(
             s,
             "      f16 {}, timestamp queries {}, subgroup size {}..{}",
@@ -52,7 +60,12 @@ pub fn render_with(adapters: &[AdapterSummary], cpu: &CpuInfo) -> String {
         );
     }
     let _ = writeln!(s, "CPU: {} ({})", cpu.name, cpu.arch);
-    let _ = writeln!(s, "  threads {}, features {}", cpu.threads, cpu.features.join(" "));
+    let _ = writeln!(
+        s,
+        "  threads {}, features {}",
+        cpu.threads,
+        cpu.features.join(" ")
+    );
     s
 }
 
@@ -82,9 +95,23 @@ mod tests {
             max_compute_workgroups_per_dimension: 65535,
             subgroup_size: (8, 8),
         };
-        let cpu = CpuInfo { name: "Zen".into(), threads: 2, arch: "x86_64", features: vec!["avx2", "fma"] };
+        let cpu = CpuInfo {
+            name: "Zen".into(),
+            threads: 2,
+            arch: "x86_64",
+            features: vec!["avx2", "fma"],
+        };
         let r = render_with(&[a], &cpu);
-        for needle in ["llvmpipe", "Vulkan", "software", "f16 yes", "timestamp queries yes", "32 KiB", "threads 2", "avx2 fma"] {
+        for needle in [
+            "llvmpipe",
+            "Vulkan",
+            "software",
+            "f16 yes",
+            "timestamp queries yes",
+            "32 KiB",
+            "threads 2",
+            "avx2 fma",
+        ] {
             assert!(r.contains(needle), "missing `{needle}` in\n{r}");
         }
         assert!(render_with(&[], &cpu).contains("none"));

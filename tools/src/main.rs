@@ -24,7 +24,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,wgpu_hal=off")).init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,wgpu_hal=off"),
+    )
+    .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Devices => {

@@ -93,7 +93,7 @@ fn for_each(shape: &[usize], reduced: &[bool], mut f: impl FnMut(usize, usize)) 
     }
 }
 
-/// Sums `x` (of shape `shape`) over `axes`; `y` has [`reduced_shape`]'s element count.
+/// Sums (or, with `mean`, averages) `x` of shape `shape` over `axes` into the keepdims `y`.
 fn reduce<T: Real>(
     kernel: &'static str,
     x: &[T],
@@ -114,7 +114,7 @@ fn reduce<T: Real>(
     Ok(())
 }
 
-/// Broadcasts `dy` (keepdims shape) back over `shape`, scaled by `scale`.
+/// Broadcasts `dy` (keepdims shape) back over `shape`, divided by the reduced count if `mean`.
 fn reduce_grad<T: Real>(
     kernel: &'static str,
     shape: &[usize],

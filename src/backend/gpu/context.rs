@@ -83,7 +83,7 @@ impl AdapterSummary {
             timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             is_software: info.device_type == wgpu::DeviceType::Cpu,
             max_buffer_size: limits.max_buffer_size,
-            max_storage_buffer_binding_size: u64::from(limits.max_storage_buffer_binding_size),
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
             max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
             max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
             max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
@@ -157,12 +157,20 @@ fn map_wgpu_error(e: wgpu::Error) -> Error {
             Error::gpu(GpuErrorKind::OutOfMemory, source.to_string())
         }
         // The description alone is often just "Validation Error"; the source chain says what.
-        wgpu::Error::Validation { description, source } => {
-            Error::gpu(GpuErrorKind::Validation, with_sources(&description, source.as_ref()))
-        }
-        wgpu::Error::Internal { description, source } => {
-            Error::gpu(GpuErrorKind::Internal, with_sources(&description, source.as_ref()))
-        }
+        wgpu::Error::Validation {
+            description,
+            source,
+        } => Error::gpu(
+            GpuErrorKind::Validation,
+            with_sources(&description, source.as_ref()),
+        ),
+        wgpu::Error::Internal {
+            description,
+            source,
+        } => Error::gpu(
+            GpuErrorKind::Internal,
+            with_sources(&description, source.as_ref()),
+        ),
     }
 }
 

@@ -35,7 +35,7 @@ pub(crate) fn grid_1d(n: u32, wg: u32, max_per_dim: u32) -> [u32; 3] {
 /// dispatches, reads back.
 pub fn run<T: GpuElement>(gpu: &GpuContext, x: &[T], bias: &[T]) -> Result<Vec<T>> {
     let channels = bias.len();
-    if channels == 0 || x.len() % channels != 0 {
+    if channels == 0 || !x.len().is_multiple_of(channels) {
         return Err(Error::ShapeMismatch {
             shapes: vec![vec![x.len()], vec![channels]],
             reason: "bias_add: x length must be a non-zero multiple of the bias length".into(),
