@@ -31,6 +31,8 @@
 pub mod backend;
 pub mod data;
 pub mod error;
+pub mod graph;
+pub mod ops;
 pub mod shape;
 pub mod tensor;
 

@@ -263,6 +263,14 @@ impl Tensor {
         Ok(self)
     }
 
+    /// Applies `f` to every element of an f32 tensor.
+    pub fn map_f32(mut self, f: impl Fn(f32) -> f32) -> Result<Tensor> {
+        self.as_mut_slice::<f32>()?
+            .iter_mut()
+            .for_each(|v| *v = f(*v));
+        Ok(self)
+    }
+
     /// The element at `index` (one position per axis).
     pub fn get<T: Element>(&self, index: &[usize]) -> Result<T> {
         self.view().get(index)

@@ -31,12 +31,20 @@ pub struct Attrs {
 impl Attrs {
     /// Attributes of `op` (for error messages).
     pub fn new(op: &'static str) -> Self {
-        Attrs { op, node: String::new(), items: Vec::new() }
+        Attrs {
+            op,
+            node: String::new(),
+            items: Vec::new(),
+        }
     }
 
     /// Attributes read from a file, for op `op` at node `node`.
     pub fn from_items(op: &'static str, node: &str, items: Vec<(String, AttrValue)>) -> Self {
-        Attrs { op, node: node.to_string(), items }
+        Attrs {
+            op,
+            node: node.to_string(),
+            items,
+        }
     }
 
     /// Adds an attribute (builder style).
@@ -114,7 +122,10 @@ impl Attrs {
     pub fn ints(&self, name: &str) -> Result<&[i64]> {
         match self.get(name)? {
             AttrValue::Ints(v) => Ok(v),
-            other => Err(self.err(name, format!("expected a list of integers, found {other:?}"))),
+            other => Err(self.err(
+                name,
+                format!("expected a list of integers, found {other:?}"),
+            )),
         }
     }
 

@@ -1,0 +1,237 @@
+//! `conv2d`: 2-D convolution, NHWC activations and OHWI weights, with stride, explicit
+//! (possibly asymmetric) or SAME padding, dilation, groups, optional bias, and an optional
+//! fused activation (set by `plan::fuse`, read by every backend).
+
+use super::activation::{ActivationKind, apply_in_place, get_kind, put_kind};
+use super::{OpCase, OpDef, all_f32, arity, input_f32, random_f32, tensor_f32};
+use crate::error::Result;
+use crate::graph::TensorFact;
+use crate::ops::Attrs;
+use crate::ops::attrs::AttrValue;
+use crate::tensor::Tensor;
+use spore_kernels_cpu::reference::conv2d as reference;
+use spore_kernels_cpu::reference::window::Padding2d;
+use spore_kernels_cpu::rng::Rng;
+
+/// How a window op pads its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    /// Explicit cells on each side.
+    Explicit(Padding2d),
+    /// TensorFlow SAME: output = ceil(input / stride), extra cell at the end.
+    Same,
+}
+
+impl Padding {
+    /// The explicit padding for an input of `hw` and a window of `k`, `stride`, `dilation`.
+    pub fn resolve(self, hw: [usize; 2], k: [usize; 2], stride: [usize; 2], dil: [usize; 2]) -> Padding2d {
+        match self {
+            Padding::Explicit(p) => p,
+            Padding::Same => Padding2d::same(
+                (hw[0], hw[1]),
+                (k[0], k[1]),
+                (stride[0], stride[1]),
+                (dil[0], dil[1]),
+            ),
+        }
+    }
+
+    /// Writes `padding` (`same` / `explicit`) and `pads` `[top, bottom, left, right]`.
+    pub fn put(self, attrs: Attrs) -> Attrs {
+        let (mode, p) = match self {
+            Padding::Explicit(p) => ("explicit", p),
+            Padding::Same => ("same", Padding2d::ZERO),
+        };
+        attrs.with("padding", AttrValue::Str(mode.into())).with(
+            "pads",
+            AttrValue::Ints(vec![p.top as i64, p.bottom as i64, p.left as i64, p.right as i64]),
+        )
+    }
+
+    /// Reads what [`Padding::put`] wrote.
+    pub fn get(attrs: &Attrs) -> Result<Padding> {
+        match attrs.str("padding")? {
+            "same" => Ok(Padding::Same),
+            "explicit" => {
+                let [t, b, l, r] = attrs.usizes::<4>("pads", MAX_WINDOW)?;
+                Ok(Padding::Explicit(Padding2d::new(t, b, l, r)))
+            }
+            other => Err(attrs.err("padding", format!("unknown padding mode `{other}`"))),
+        }
+    }
+}
+
+/// Largest stride, dilation, kernel or pad an attribute may hold: far beyond any real model,
+/// small enough that products cannot overflow.
+pub const MAX_WINDOW: usize = 1 << 16;
+
+/// 2-D convolution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv2d {
+    /// `[stride_h, stride_w]`.
+    pub strides: [usize; 2],
+    /// `[dilation_h, dilation_w]`.
+    pub dilations: [usize; 2],
+    /// Padding.
+    pub padding: Padding,
+    /// Channel groups (1 = dense convolution).
+    pub groups: usize,
+    /// Fused activation applied to the output.
+    pub act: Option<ActivationKind>,
+}
+
+impl Default for Conv2d {
+    fn default() -> Self {
+        Conv2d {
+            strides: [1, 1],
+            dilations: [1, 1],
+            padding: Padding::Explicit(Padding2d::ZERO),
+            groups: 1,
+            act: None,
+        }
+    }
+}
+
+impl Conv2d {
+    /// Kernel parameters for input `x` `[n, h, w, c]` and weight `[o, kh, kw, c/g]`.
+    pub fn params(&self, x: &[usize], w: &[usize]) -> std::result::Result<reference::Conv2dParams, String> {
+        if x.len() != 4 || w.len() != 4 {
+            return Err(format!("expects x rank 4 (NHWC) and w rank 4 (OHWI), got {x:?} and {w:?}"));
+        }
+        if self.groups == 0 || w[3] * self.groups != x[3] {
+            return Err(format!(
+                "weight expects {} x {} input channels, x has {}",
+                w[3], self.groups, x[3]
+            ));
+        }
+        let p = reference::Conv2dParams {
+            n: x[0],
+            h: x[1],
+            w: x[2],
+            c_in: x[3],
+            c_out: w[0],
+            kh: w[1],
+            kw: w[2],
+            stride_h: self.strides[0],
+            stride_w: self.strides[1],
+            dilation_h: self.dilations[0],
+            dilation_w: self.dilations[1],
+            padding: self.padding.resolve([x[1], x[2]], [w[1], w[2]], self.strides, self.dilations),
+            groups: self.groups,
+        };
+        p.validate().map_err(|e| e.to_string())?;
+        Ok(p)
+    }
+}
+
+impl OpDef for Conv2d {
+    const NAME: &'static str = "conv2d";
+
+    fn infer(&self, inputs: &[&TensorFact]) -> std::result::Result<Vec<TensorFact>, String> {
+        arity(inputs.len(), 2, 3)?;
+        all_f32(inputs)?;
+        let p = self.params(&inputs[0].shape, &inputs[1].shape)?;
+        if let Some(b) = inputs.get(2) {
+            if b.shape != [p.c_out] {
+                return Err(format!("bias has shape {:?}, expected [{}]", b.shape, p.c_out));
+            }
+        }
+        let (oh, ow) = (p.out_h().map_err(|e| e.to_string())?, p.out_w().map_err(|e| e.to_string())?);
+        Ok(vec![TensorFact::f32([p.n, oh, ow, p.c_out])])
+    }
+
+    fn eval_ref(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let x = input_f32(Self::NAME, inputs, 0)?;
+        let w = input_f32(Self::NAME, inputs, 1)?;
+        let bias = if inputs.len() > 2 { Some(input_f32(Self::NAME, inputs, 2)?) } else { None };
+        let p = self.params(inputs[0].dims(), inputs[1].dims()).map_err(|reason| {
+            crate::Error::OpExecution { op: Self::NAME.into(), node: String::new(), reason }
+        })?;
+        let mut y = vec![0f32; p.y_len()?];
+        reference::conv2d(p, x, w, bias, &mut y)?;
+        if let Some(act) = self.act {
+            apply_in_place(act, &mut y)?;
+        }
+        Ok(vec![tensor_f32(&[p.n, p.out_h()?, p.out_w()?, p.c_out], y)?])
+    }
+
+    fn attrs(&self) -> Attrs {
+        let a = Attrs::new(Self::NAME)
+            .with("strides", AttrValue::Ints(self.strides.iter().map(|&v| v as i64).collect()))
+            .with("dilations", AttrValue::Ints(self.dilations.iter().map(|&v| v as i64).collect()))
+            .with("groups", AttrValue::Int(self.groups as i64));
+        put_kind(self.padding.put(a), "act", self.act)
+    }
+
+    fn from_attrs(attrs: &Attrs) -> Result<Self> {
+        let strides = attrs.usizes::<2>("strides", MAX_WINDOW)?;
+        let dilations = attrs.usizes::<2>("dilations", MAX_WINDOW)?;
+        if strides.contains(&0) {
+            return Err(attrs.err("strides", "must be positive"));
+        }
+        if dilations.contains(&0) {
+            return Err(attrs.err("dilations", "must be positive"));
+        }
+        let groups = attrs.usize("groups", MAX_WINDOW)?;
+        if groups == 0 {
+            return Err(attrs.err("groups", "must be positive"));
+        }
+        Ok(Conv2d { strides, dilations, padding: Padding::get(attrs)?, groups, act: get_kind(attrs, "act")? })
+    }
+
+    fn cases(rng: &mut Rng) -> Result<Vec<OpCase>> {
+        // (name, x, w, op, bias): ragged sizes, stride 2, asymmetric and SAME padding,
+        // dilation 2, groups, a fused activation.
+        let configs: Vec<(&str, [usize; 4], [usize; 4], Conv2d, bool)> = vec![
+            ("basic", [1, 5, 5, 3], [4, 3, 3, 3], Conv2d::default(), true),
+            (
+                "stride2_asym_pad",
+                [2, 7, 6, 2],
+                [3, 3, 2, 2],
+                Conv2d { strides: [2, 2], padding: Padding::Explicit(Padding2d::new(1, 0, 2, 1)), ..Default::default() },
+                true,
+            ),
+            (
+                "same_dilation2",
+                [1, 7, 7, 3],
+                [5, 3, 3, 3],
+                Conv2d { dilations: [2, 2], padding: Padding::Same, ..Default::default() },
+                false,
+            ),
+            (
+                "groups3_relu",
+                [1, 6, 5, 6],
+                [9, 3, 3, 2],
+                Conv2d { groups: 3, padding: Padding::Same, act: Some(ActivationKind::Relu), ..Default::default() },
+                true,
+            ),
+            (
+                "pointwise_relu6",
+                [2, 4, 3, 5],
+                [7, 1, 1, 5],
+                Conv2d { act: Some(ActivationKind::Relu6), ..Default::default() },
+                true,
+            ),
+        ];
+        configs
+            .into_iter()
+            .map(|(name, x, w, op, bias)| {
+                let mut inputs = vec![random_f32(rng, &x)?, random_f32(rng, &w)?];
+                if bias {
+                    inputs.push(random_f32(rng, &[w[0]])?);
+                }
+                Ok(OpCase { name: format!("{}/{name}", Self::NAME), op: op.into(), inputs })
+            })
+            .collect()
+    }
+
+    fn flops(&self, inputs: &[&TensorFact]) -> u64 {
+        match (inputs.first(), inputs.get(1), self.infer(inputs)) {
+            (Some(_), Some(w), Ok(out)) => {
+                let macs_per_out = (w.shape[1] * w.shape[2] * w.shape[3]) as u64;
+                2 * out[0].numel() as u64 * macs_per_out
+            }
+            _ => 0,
+        }
+    }
+}

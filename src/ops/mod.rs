@@ -1,0 +1,184 @@
+//! The closed op set. `ops!` below is THE list: it generates [`Op`], one variant per op,
+//! each defined in its own file implementing [`OpDef`] — attributes, shape/dtype inference,
+//! `eval_ref` through the reference kernels, a gradient hook, and seeded `cases()` that the
+//! conformance suites iterate, so a new op is tested without a new test file.
+
+pub mod attrs;
+
+pub use attrs::{AttrValue, Attrs};
+
+use crate::error::{Error, Result};
+use crate::graph::TensorFact;
+use crate::tensor::{DType, Tensor};
+use spore_kernels_cpu::rng::Rng;
+
+/// One seeded conformance case: an op and random inputs.
+#[derive(Debug, Clone)]
+pub struct OpCase {
+    /// Case name, unique within the op (`<op>/<case>` is the test id).
+    pub name: String,
+    /// The op with its attributes.
+    pub op: Op,
+    /// Input tensors (fresh random data, never all zero).
+    pub inputs: Vec<Tensor>,
+}
+
+/// What every op implements.
+pub trait OpDef: Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static {
+    /// The op's snake_case name, used in model files, test ids and file names.
+    const NAME: &'static str;
+
+    /// Output facts from input facts; `Err(reason)` when the inputs do not fit. The graph
+    /// builder wraps the reason with the node's name and the input shapes.
+    fn infer(&self, inputs: &[&TensorFact]) -> std::result::Result<Vec<TensorFact>, String>;
+
+    /// Runs the op on the reference kernels.
+    fn eval_ref(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>>;
+
+    /// Attributes for serialisation.
+    fn attrs(&self) -> Attrs;
+
+    /// Rebuilds the op from attributes (inverse of [`OpDef::attrs`]); checks every value.
+    fn from_attrs(attrs: &Attrs) -> Result<Self>;
+
+    /// Seeded conformance cases, drawing data from `rng`.
+    fn cases(rng: &mut Rng) -> Result<Vec<OpCase>>;
+
+    /// Floating-point operations for these inputs (multiply-adds count 2), for `inspect`.
+    fn flops(&self, _inputs: &[&TensorFact]) -> u64 {
+        0
+    }
+}
+
+macro_rules! ops {
+    ($($variant:ident => $module:ident),* $(,)?) => {
+        $(pub mod $module;)*
+
+        /// Every op Spore knows, with its attributes.
+        #[derive(Debug, Clone, PartialEq)]
+        #[non_exhaustive]
+        pub enum Op {
+            $(
+                #[doc = concat!("See [`", stringify!($module), "`].")]
+                $variant($module::$variant),
+            )*
+        }
+
+        $(
+            impl From<$module::$variant> for Op {
+                fn from(op: $module::$variant) -> Op {
+                    Op::$variant(op)
+                }
+            }
+        )*
+
+        impl Op {
+            /// Every op's name, in list order.
+            pub const NAMES: &'static [&'static str] = &[$(<$module::$variant as OpDef>::NAME),*];
+
+            /// The op's snake_case name.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Op::$variant(_) => <$module::$variant as OpDef>::NAME,)*
+                }
+            }
+
+            /// See [`OpDef::infer`].
+            pub fn infer(&self, inputs: &[&TensorFact]) -> std::result::Result<Vec<TensorFact>, String> {
+                match self {
+                    $(Op::$variant(op) => op.infer(inputs),)*
+                }
+            }
+
+            /// See [`OpDef::eval_ref`].
+            pub fn eval_ref(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+                match self {
+                    $(Op::$variant(op) => op.eval_ref(inputs),)*
+                }
+            }
+
+            /// See [`OpDef::attrs`].
+            pub fn attrs(&self) -> Attrs {
+                match self {
+                    $(Op::$variant(op) => op.attrs(),)*
+                }
+            }
+
+            /// See [`OpDef::flops`].
+            pub fn flops(&self, inputs: &[&TensorFact]) -> u64 {
+                match self {
+                    $(Op::$variant(op) => op.flops(inputs),)*
+                }
+            }
+
+            /// The op called `name` rebuilt from `attrs` (for node `node`, in errors).
+            pub fn from_name(name: &str, node: &str, items: Vec<(String, AttrValue)>) -> Result<Op> {
+                match name {
+                    $(n if n == <$module::$variant as OpDef>::NAME => {
+                        let attrs = Attrs::from_items(<$module::$variant as OpDef>::NAME, node, items);
+                        Ok(Op::$variant(<$module::$variant as OpDef>::from_attrs(&attrs)?))
+                    })*
+                    other => Err(Error::OpNotFound { op: other.to_string() }),
+                }
+            }
+
+            /// Every op's conformance cases.
+            pub fn all_cases(rng: &mut Rng) -> Result<Vec<OpCase>> {
+                let mut all = Vec::new();
+                $(all.extend(<$module::$variant as OpDef>::cases(rng)?);)*
+                Ok(all)
+            }
+        }
+    };
+}
+
+ops! {
+    Conv2d => conv2d,
+    Activation => activation,
+    Binary => binary,
+}
+
+// ---- helpers shared by the op files -------------------------------------------------------
+
+/// Checks the input count is in `min..=max`.
+pub(crate) fn arity(inputs: usize, min: usize, max: usize) -> std::result::Result<(), String> {
+    if inputs < min || inputs > max {
+        if min == max {
+            Err(format!("expects {min} inputs, got {inputs}"))
+        } else {
+            Err(format!("expects {min} to {max} inputs, got {inputs}"))
+        }
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks every input is f32.
+pub(crate) fn all_f32(inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+    match inputs.iter().position(|f| f.dtype != DType::F32) {
+        Some(i) => Err(format!("input {i} is {}, expected f32", inputs[i].dtype)),
+        None => Ok(()),
+    }
+}
+
+/// Input `i` as an f32 slice, or an op-execution error naming the op.
+pub(crate) fn input_f32<'a>(op: &str, inputs: &[&'a Tensor], i: usize) -> Result<&'a [f32]> {
+    let t = inputs.get(i).ok_or_else(|| Error::OpExecution {
+        op: op.to_string(),
+        node: String::new(),
+        reason: format!("missing input {i}"),
+    })?;
+    t.as_slice::<f32>()
+}
+
+/// A random f32 tensor of `dims`, uniform in `[-1, 1)`.
+pub(crate) fn random_f32(rng: &mut Rng, dims: &[usize]) -> Result<Tensor> {
+    let n = crate::shape::numel(dims)?;
+    let data: Vec<f32> = (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+    Tensor::from_vec(dims, data)
+}
+
+/// An f32 tensor from a kernel's output vector.
+pub(crate) fn tensor_f32(dims: &[usize], data: Vec<f32>) -> Result<Tensor> {
+    Tensor::from_vec(dims, data)
+}
