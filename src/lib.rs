@@ -33,6 +33,7 @@ pub mod data;
 pub mod error;
 pub mod graph;
 pub mod ops;
+pub mod session;
 pub mod shape;
 pub mod tensor;
 

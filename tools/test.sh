@@ -8,8 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 have_vulkan_driver() {
-    ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1 &&
-        { ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; }
+    local icd found=""
+    for icd in /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json; do
+        [ -e "$icd" ] && found=1
+    done
+    [ -n "$found" ] && { ldconfig -p 2>/dev/null | grep 'libvulkan\.so\.1' >/dev/null; }
 }
 
 if ! have_vulkan_driver; then

@@ -65,6 +65,9 @@ impl Padding {
 /// small enough that products cannot overflow.
 pub const MAX_WINDOW: usize = 1 << 16;
 
+/// A conformance case: name, x shape, w shape, op, with bias.
+type CaseConfig = (&'static str, [usize; 4], [usize; 4], Conv2d, bool);
+
 /// 2-D convolution.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conv2d {
@@ -182,7 +185,7 @@ impl OpDef for Conv2d {
     fn cases(rng: &mut Rng) -> Result<Vec<OpCase>> {
         // (name, x, w, op, bias): ragged sizes, stride 2, asymmetric and SAME padding,
         // dilation 2, groups, a fused activation.
-        let configs: Vec<(&str, [usize; 4], [usize; 4], Conv2d, bool)> = vec![
+        let configs: Vec<CaseConfig> = vec![
             ("basic", [1, 5, 5, 3], [4, 3, 3, 3], Conv2d::default(), true),
             (
                 "stride2_asym_pad",

@@ -1,6 +1,7 @@
 //! Shared test fixtures: the one GPU context, seeded random data, closeness checks.
 
 use spore::backend::gpu::{GpuContext, GpuOptions};
+use std::io::Write;
 use std::sync::OnceLock;
 
 /// The GPU every GPU test shares, or `None` (after printing `skipped: no GPU adapter`) when
@@ -14,7 +15,17 @@ pub fn gpu(test: &str) -> Option<&'static GpuContext> {
             allow_software: true,
             ..Default::default()
         };
-        GpuContext::new(&opts).map_err(|e| e.to_string())
+        let ctx = GpuContext::new(&opts).map_err(|e| e.to_string());
+        // Straight to stderr, past the test harness's capture, so the CI log names the adapter.
+        let line = match &ctx {
+            Ok(g) => {
+                let a = g.adapter();
+                format!("GPU tests run on: {} ({}, {}, {})\n", a.name, a.backend, a.device_type, a.driver)
+            }
+            Err(e) => format!("GPU tests: no adapter: {e}\n"),
+        };
+        let _ = std::io::stderr().write_all(line.as_bytes());
+        ctx
     });
     match ctx {
         Ok(g) => {

@@ -6,3 +6,4 @@ mod common;
 mod conformance;
 mod gpu_smoke;
 mod mnist;
+mod session;

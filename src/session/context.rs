@@ -1,0 +1,190 @@
+//! `Context`: the ordered list of devices a session may use, validated and opened once, and
+//! shared (cheaply cloned) by every session created from it.
+
+use crate::backend::gpu::{GpuContext, GpuOptions as AdapterOptions, PowerPreference};
+use crate::error::{Error, Result};
+use std::sync::Arc;
+
+/// Arithmetic precision on the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// 32-bit floats everywhere.
+    #[default]
+    F32,
+    /// 16-bit floats in kernels where the adapter has `SHADER_F16` (accumulation stays f32).
+    F16,
+}
+
+/// Options for a GPU device.
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// Case-insensitive substring of the adapter name to require.
+    pub adapter: Option<String>,
+    /// Precision.
+    pub precision: Precision,
+    /// Which adapter class to prefer.
+    pub power_preference: PowerPreference,
+    /// Accept a software adapter (lavapipe, WARP). Off by default: the CPU backend is faster.
+    pub allow_software: bool,
+}
+
+/// Options for the CPU device.
+#[derive(Debug, Clone, Default)]
+pub struct CpuOptions {
+    /// Worker threads; 0 = all hardware threads.
+    pub threads: usize,
+}
+
+/// One entry of the device priority list.
+#[derive(Debug, Clone)]
+pub enum Device {
+    /// A GPU through wgpu.
+    Gpu(GpuOptions),
+    /// The CPU.
+    Cpu(CpuOptions),
+    /// The best available: a hardware GPU if any, then the CPU. Never a software GPU.
+    Auto,
+}
+
+/// Most CPU threads a context accepts (a typo guard, far above real machines).
+pub const MAX_CPU_THREADS: usize = 1024;
+
+#[derive(Debug)]
+struct Inner {
+    gpu: Option<(Arc<GpuContext>, Precision)>,
+    cpu_threads: usize,
+    notes: Vec<String>,
+}
+
+/// The validated device configuration. Clone it freely: clones share the opened GPU.
+#[derive(Debug, Clone)]
+pub struct Context {
+    inner: Arc<Inner>,
+}
+
+/// Builds a [`Context`].
+#[derive(Debug, Clone, Default)]
+pub struct ContextBuilder {
+    devices: Vec<Device>,
+}
+
+impl ContextBuilder {
+    /// Sets the device priority list (first = preferred). The CPU is always added as the last
+    /// resort.
+    pub fn devices(mut self, devices: impl IntoIterator<Item = Device>) -> Self {
+        self.devices = devices.into_iter().collect();
+        self
+    }
+
+    /// Validates the options and opens the devices. A GPU that cannot be opened is skipped
+    /// (with a note in [`Context::notes`]) when a later device can stand in; invalid options
+    /// are always errors.
+    pub fn build(self) -> Result<Context> {
+        let devices = if self.devices.is_empty() { vec![Device::Auto] } else { self.devices };
+        let mut cpu_threads = 0usize;
+        let mut gpu = None;
+        let mut notes = Vec::new();
+        let hw_threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let mut seen_cpu = false;
+        for device in &devices {
+            match device {
+                Device::Cpu(o) => {
+                    if o.threads > MAX_CPU_THREADS {
+                        return Err(Error::invalid_param(
+                            "CpuOptions::threads",
+                            format!("{} exceeds the limit of {MAX_CPU_THREADS}", o.threads),
+                        ));
+                    }
+                    if seen_cpu {
+                        return Err(Error::invalid_param("devices", "the CPU is listed twice"));
+                    }
+                    seen_cpu = true;
+                    cpu_threads = o.threads;
+                }
+                Device::Gpu(o) => {
+                    if let Some(name) = &o.adapter {
+                        if name.trim().is_empty() {
+                            return Err(Error::invalid_param("GpuOptions::adapter", "empty name"));
+                        }
+                    }
+                    if gpu.is_some() {
+                        continue;
+                    }
+                    let opts = AdapterOptions {
+                        adapter: o.adapter.clone(),
+                        power_preference: o.power_preference,
+                        allow_software: o.allow_software,
+                    };
+                    match GpuContext::new(&opts) {
+                        Ok(g) => {
+                            if o.precision == Precision::F16 && !g.has_f16() {
+                                return Err(Error::NotSupported {
+                                    what: format!("f16 precision on {} (no SHADER_F16)", g.adapter().name),
+                                });
+                            }
+                            gpu = Some((Arc::new(g), o.precision));
+                        }
+                        Err(e) => notes.push(format!("GPU skipped: {e}")),
+                    }
+                }
+                Device::Auto => {
+                    if gpu.is_none() {
+                        match GpuContext::new(&AdapterOptions::default()) {
+                            Ok(g) => gpu = Some((Arc::new(g), Precision::F32)),
+                            Err(e) => notes.push(format!("auto: no hardware GPU ({e}); using the CPU")),
+                        }
+                    }
+                }
+            }
+        }
+        if cpu_threads == 0 {
+            cpu_threads = hw_threads;
+        }
+        for n in &notes {
+            log::info!("{n}");
+        }
+        Ok(Context { inner: Arc::new(Inner { gpu, cpu_threads, notes }) })
+    }
+}
+
+impl Context {
+    /// A builder.
+    pub fn builder() -> ContextBuilder {
+        ContextBuilder::default()
+    }
+
+    /// The CPU only.
+    pub fn cpu() -> Context {
+        Context { inner: Arc::new(Inner { gpu: None, cpu_threads: 1, notes: vec![] }) }
+    }
+
+    /// The opened GPU, if any.
+    pub fn gpu(&self) -> Option<&Arc<GpuContext>> {
+        self.inner.gpu.as_ref().map(|(g, _)| g)
+    }
+
+    /// GPU precision.
+    pub fn precision(&self) -> Precision {
+        self.inner.gpu.as_ref().map_or(Precision::F32, |(_, p)| *p)
+    }
+
+    /// CPU worker threads.
+    pub fn cpu_threads(&self) -> usize {
+        self.inner.cpu_threads
+    }
+
+    /// Why devices were skipped while building.
+    pub fn notes(&self) -> &[String] {
+        &self.inner.notes
+    }
+
+    /// One line per device in priority order, e.g. `gpu: NVIDIA ... (Vulkan)`, `cpu: 8 threads`.
+    pub fn describe(&self) -> Vec<String> {
+        let mut d = Vec::new();
+        if let Some((g, p)) = &self.inner.gpu {
+            d.push(format!("gpu: {} ({}, {:?})", g.adapter().name, g.adapter().backend, p));
+        }
+        d.push(format!("cpu: {} threads", self.inner.cpu_threads));
+        d
+    }
+}
