@@ -31,7 +31,10 @@
 pub mod backend;
 pub mod data;
 pub mod error;
+pub mod format;
 pub mod graph;
+pub mod layers;
+pub mod models;
 pub mod ops;
 pub mod session;
 pub mod shape;

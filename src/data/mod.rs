@@ -3,3 +3,4 @@
 
 pub mod idx;
 pub mod mnist;
+pub mod npy;

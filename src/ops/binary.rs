@@ -23,7 +23,10 @@ const KINDS: [(BinaryKind, &str); 6] = [
 
 /// The snake_case name of a binary function.
 pub fn kind_name(kind: BinaryKind) -> &'static str {
-    KINDS.iter().find(|(k, _)| *k == kind).map_or("?", |(_, n)| n)
+    KINDS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or("?", |(_, n)| n)
 }
 
 /// Elementwise binary op with broadcasting.
@@ -68,14 +71,19 @@ impl OpDef for Binary {
     }
 
     fn cases(rng: &mut Rng) -> Result<Vec<OpCase>> {
-        let shapes: [(&[usize], &[usize]); 4] =
-            [(&[2, 3, 4], &[2, 3, 4]), (&[3, 1, 4], &[2, 1]), (&[2, 5], &[]), (&[1, 3], &[4, 1])];
+        let shapes: [(&[usize], &[usize]); 4] = [
+            (&[2, 3, 4], &[2, 3, 4]),
+            (&[3, 1, 4], &[2, 1]),
+            (&[2, 5], &[]),
+            (&[1, 3], &[4, 1]),
+        ];
         let mut cases = Vec::new();
         for (kind, name) in KINDS {
             for (i, (sa, sb)) in shapes.iter().enumerate() {
                 let a = random_f32(rng, sa)?;
                 // Keep divisors away from zero.
-                let b = random_f32(rng, sb)?.map_f32(|v| if v >= 0.0 { v + 0.5 } else { v - 0.5 })?;
+                let b =
+                    random_f32(rng, sb)?.map_f32(|v| if v >= 0.0 { v + 0.5 } else { v - 0.5 })?;
                 cases.push(OpCase {
                     name: format!("{}/{name}_{i}", Self::NAME),
                     op: Binary { kind }.into(),
@@ -87,6 +95,9 @@ impl OpDef for Binary {
     }
 
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {
-        self.infer(inputs).ok().and_then(|o| o.first().map(|f| f.numel() as u64)).unwrap_or(0)
+        self.infer(inputs)
+            .ok()
+            .and_then(|o| o.first().map(|f| f.numel() as u64))
+            .unwrap_or(0)
     }
 }

@@ -24,7 +24,13 @@ pub enum Padding {
 
 impl Padding {
     /// The explicit padding for an input of `hw` and a window of `k`, `stride`, `dilation`.
-    pub fn resolve(self, hw: [usize; 2], k: [usize; 2], stride: [usize; 2], dil: [usize; 2]) -> Padding2d {
+    pub fn resolve(
+        self,
+        hw: [usize; 2],
+        k: [usize; 2],
+        stride: [usize; 2],
+        dil: [usize; 2],
+    ) -> Padding2d {
         match self {
             Padding::Explicit(p) => p,
             Padding::Same => Padding2d::same(
@@ -44,7 +50,12 @@ impl Padding {
         };
         attrs.with("padding", AttrValue::Str(mode.into())).with(
             "pads",
-            AttrValue::Ints(vec![p.top as i64, p.bottom as i64, p.left as i64, p.right as i64]),
+            AttrValue::Ints(vec![
+                p.top as i64,
+                p.bottom as i64,
+                p.left as i64,
+                p.right as i64,
+            ]),
         )
     }
 
@@ -97,11 +108,17 @@ impl Default for Conv2d {
 
 impl Conv2d {
     /// Kernel parameters for input `x` `[n, h, w, c]` and weight `[o, kh, kw, c/g]`.
-    pub fn params(&self, x: &[usize], w: &[usize]) -> std::result::Result<reference::Conv2dParams, String> {
+    pub fn params(
+        &self,
+        x: &[usize],
+        w: &[usize],
+    ) -> std::result::Result<reference::Conv2dParams, String> {
         if x.len() != 4 || w.len() != 4 {
-            return Err(format!("expects x rank 4 (NHWC) and w rank 4 (OHWI), got {x:?} and {w:?}"));
+            return Err(format!(
+                "expects x rank 4 (NHWC) and w rank 4 (OHWI), got {x:?} and {w:?}"
+            ));
         }
-        if self.groups == 0 || w[3] * self.groups != x[3] {
+        if self.groups == 0 || w[3].checked_mul(self.groups) != Some(x[3]) {
             return Err(format!(
                 "weight expects {} x {} input channels, x has {}",
                 w[3], self.groups, x[3]
@@ -119,7 +136,9 @@ impl Conv2d {
             stride_w: self.strides[1],
             dilation_h: self.dilations[0],
             dilation_w: self.dilations[1],
-            padding: self.padding.resolve([x[1], x[2]], [w[1], w[2]], self.strides, self.dilations),
+            padding: self
+                .padding
+                .resolve([x[1], x[2]], [w[1], w[2]], self.strides, self.dilations),
             groups: self.groups,
         };
         p.validate().map_err(|e| e.to_string())?;
@@ -136,32 +155,55 @@ impl OpDef for Conv2d {
         let p = self.params(&inputs[0].shape, &inputs[1].shape)?;
         if let Some(b) = inputs.get(2) {
             if b.shape != [p.c_out] {
-                return Err(format!("bias has shape {:?}, expected [{}]", b.shape, p.c_out));
+                return Err(format!(
+                    "bias has shape {:?}, expected [{}]",
+                    b.shape, p.c_out
+                ));
             }
         }
-        let (oh, ow) = (p.out_h().map_err(|e| e.to_string())?, p.out_w().map_err(|e| e.to_string())?);
+        let (oh, ow) = (
+            p.out_h().map_err(|e| e.to_string())?,
+            p.out_w().map_err(|e| e.to_string())?,
+        );
         Ok(vec![TensorFact::f32([p.n, oh, ow, p.c_out])])
     }
 
     fn eval_ref(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
         let x = input_f32(Self::NAME, inputs, 0)?;
         let w = input_f32(Self::NAME, inputs, 1)?;
-        let bias = if inputs.len() > 2 { Some(input_f32(Self::NAME, inputs, 2)?) } else { None };
-        let p = self.params(inputs[0].dims(), inputs[1].dims()).map_err(|reason| {
-            crate::Error::OpExecution { op: Self::NAME.into(), node: String::new(), reason }
-        })?;
+        let bias = if inputs.len() > 2 {
+            Some(input_f32(Self::NAME, inputs, 2)?)
+        } else {
+            None
+        };
+        let p = self
+            .params(inputs[0].dims(), inputs[1].dims())
+            .map_err(|reason| crate::Error::OpExecution {
+                op: Self::NAME.into(),
+                node: String::new(),
+                reason,
+            })?;
         let mut y = vec![0f32; p.y_len()?];
         reference::conv2d(p, x, w, bias, &mut y)?;
         if let Some(act) = self.act {
             apply_in_place(act, &mut y)?;
         }
-        Ok(vec![tensor_f32(&[p.n, p.out_h()?, p.out_w()?, p.c_out], y)?])
+        Ok(vec![tensor_f32(
+            &[p.n, p.out_h()?, p.out_w()?, p.c_out],
+            y,
+        )?])
     }
 
     fn attrs(&self) -> Attrs {
         let a = Attrs::new(Self::NAME)
-            .with("strides", AttrValue::Ints(self.strides.iter().map(|&v| v as i64).collect()))
-            .with("dilations", AttrValue::Ints(self.dilations.iter().map(|&v| v as i64).collect()))
+            .with(
+                "strides",
+                AttrValue::Ints(self.strides.iter().map(|&v| v as i64).collect()),
+            )
+            .with(
+                "dilations",
+                AttrValue::Ints(self.dilations.iter().map(|&v| v as i64).collect()),
+            )
             .with("groups", AttrValue::Int(self.groups as i64));
         put_kind(self.padding.put(a), "act", self.act)
     }
@@ -179,7 +221,13 @@ impl OpDef for Conv2d {
         if groups == 0 {
             return Err(attrs.err("groups", "must be positive"));
         }
-        Ok(Conv2d { strides, dilations, padding: Padding::get(attrs)?, groups, act: get_kind(attrs, "act")? })
+        Ok(Conv2d {
+            strides,
+            dilations,
+            padding: Padding::get(attrs)?,
+            groups,
+            act: get_kind(attrs, "act")?,
+        })
     }
 
     fn cases(rng: &mut Rng) -> Result<Vec<OpCase>> {
@@ -191,28 +239,44 @@ impl OpDef for Conv2d {
                 "stride2_asym_pad",
                 [2, 7, 6, 2],
                 [3, 3, 2, 2],
-                Conv2d { strides: [2, 2], padding: Padding::Explicit(Padding2d::new(1, 0, 2, 1)), ..Default::default() },
+                Conv2d {
+                    strides: [2, 2],
+                    padding: Padding::Explicit(Padding2d::new(1, 0, 2, 1)),
+                    ..Default::default()
+                },
                 true,
             ),
             (
                 "same_dilation2",
                 [1, 7, 7, 3],
                 [5, 3, 3, 3],
-                Conv2d { dilations: [2, 2], padding: Padding::Same, ..Default::default() },
+                Conv2d {
+                    dilations: [2, 2],
+                    padding: Padding::Same,
+                    ..Default::default()
+                },
                 false,
             ),
             (
                 "groups3_relu",
                 [1, 6, 5, 6],
                 [9, 3, 3, 2],
-                Conv2d { groups: 3, padding: Padding::Same, act: Some(ActivationKind::Relu), ..Default::default() },
+                Conv2d {
+                    groups: 3,
+                    padding: Padding::Same,
+                    act: Some(ActivationKind::Relu),
+                    ..Default::default()
+                },
                 true,
             ),
             (
                 "pointwise_relu6",
                 [2, 4, 3, 5],
                 [7, 1, 1, 5],
-                Conv2d { act: Some(ActivationKind::Relu6), ..Default::default() },
+                Conv2d {
+                    act: Some(ActivationKind::Relu6),
+                    ..Default::default()
+                },
                 true,
             ),
         ];
@@ -223,7 +287,11 @@ impl OpDef for Conv2d {
                 if bias {
                     inputs.push(random_f32(rng, &[w[0]])?);
                 }
-                Ok(OpCase { name: format!("{}/{name}", Self::NAME), op: op.into(), inputs })
+                Ok(OpCase {
+                    name: format!("{}/{name}", Self::NAME),
+                    op: op.into(),
+                    inputs,
+                })
             })
             .collect()
     }

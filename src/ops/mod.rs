@@ -136,6 +136,27 @@ ops! {
     Conv2d => conv2d,
     Activation => activation,
     Binary => binary,
+    DepthwiseConv2d => depthwise_conv2d,
+    ConvTranspose2d => conv_transpose2d,
+    MatMul => matmul,
+    BiasAdd => bias_add,
+    BatchNorm => batch_norm,
+    MaxPool2d => max_pool2d,
+    AvgPool2d => avg_pool2d,
+    GlobalAvgPool => global_avg_pool,
+    Softmax => softmax,
+    LogSoftmax => log_softmax,
+    ReduceSum => reduce_sum,
+    ReduceMean => reduce_mean,
+    Reshape => reshape,
+    Flatten => flatten,
+    Concat => concat,
+    Dropout => dropout,
+    SoftmaxCrossEntropy => softmax_cross_entropy,
+    SparseSoftmaxCrossEntropy => sparse_softmax_cross_entropy,
+    Mse => mse,
+    SigmoidBce => sigmoid_bce,
+    SmoothL1 => smooth_l1,
 }
 
 // ---- helpers shared by the op files -------------------------------------------------------
@@ -181,4 +202,88 @@ pub(crate) fn random_f32(rng: &mut Rng, dims: &[usize]) -> Result<Tensor> {
 /// An f32 tensor from a kernel's output vector.
 pub(crate) fn tensor_f32(dims: &[usize], data: Vec<f32>) -> Result<Tensor> {
     Tensor::from_vec(dims, data)
+}
+
+/// Largest rank, and longest axis list, an attribute or an axis argument may describe.
+pub const MAX_RANK: usize = 64;
+
+/// An op-execution error of op `op`.
+pub(crate) fn exec_err(op: &str, reason: impl Into<String>) -> Error {
+    Error::OpExecution {
+        op: op.to_string(),
+        node: String::new(),
+        reason: reason.into(),
+    }
+}
+
+/// Runs `op`'s inference on the facts of `inputs`, so `eval_ref` refuses exactly what `infer`
+/// refuses (as an op-execution error) and allocates the shapes `infer` promised.
+pub(crate) fn infer_eval<O: OpDef>(op: &O, inputs: &[&Tensor]) -> Result<Vec<TensorFact>> {
+    let facts: Vec<TensorFact> = inputs
+        .iter()
+        .map(|t| TensorFact::new(t.dtype(), t.dims()))
+        .collect();
+    let refs: Vec<&TensorFact> = facts.iter().collect();
+    op.infer(&refs).map_err(|reason| exec_err(O::NAME, reason))
+}
+
+/// The shape of the first output `infer_eval` gives, or an error when there is none.
+pub(crate) fn out_shape<O: OpDef>(op: &O, inputs: &[&Tensor]) -> Result<Vec<usize>> {
+    infer_eval(op, inputs)?
+        .into_iter()
+        .next()
+        .map(|f| f.shape)
+        .ok_or_else(|| exec_err(O::NAME, "inference gave no output"))
+}
+
+/// Refuses a zero dimension in `shape` (the reference kernels refuse empty tensors).
+pub(crate) fn no_zero_dim(what: &str, shape: &[usize]) -> std::result::Result<(), String> {
+    if shape.contains(&0) {
+        Err(format!("{what} has a zero dimension: {shape:?}"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Views `shape` (rank >= 1, no zero dimension) as `[rows, channels]`, `channels` its last
+/// axis and `rows` the product of the others.
+pub(crate) fn rows_last(
+    what: &str,
+    shape: &[usize],
+) -> std::result::Result<(usize, usize), String> {
+    let Some((&last, outer)) = shape.split_last() else {
+        return Err(format!("{what} must have rank >= 1, got a scalar"));
+    };
+    no_zero_dim(what, shape)?;
+    let rows = outer
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| format!("{what} {shape:?}: element count overflows"))?;
+    rows.checked_mul(last)
+        .ok_or_else(|| format!("{what} {shape:?}: element count overflows"))?;
+    Ok((rows, last))
+}
+
+/// Resolves `axis` against `rank`: `-rank..rank`, negative counting from the end.
+pub(crate) fn resolve_axis(axis: i64, rank: usize) -> std::result::Result<usize, String> {
+    let r = i64::try_from(rank).unwrap_or(i64::MAX);
+    let resolved = if axis < 0 {
+        axis.checked_add(r)
+    } else {
+        Some(axis)
+    };
+    match resolved {
+        Some(v) if (0..r).contains(&v) => usize::try_from(v).map_err(|e| e.to_string()),
+        _ => Err(format!("axis {axis} is out of range for rank {rank}")),
+    }
+}
+
+/// An integer-list attribute from usizes.
+pub(crate) fn ints_attr(v: &[usize]) -> AttrValue {
+    AttrValue::Ints(v.iter().map(|&x| x as i64).collect())
+}
+
+/// Element count of the first input, for elementwise ops' `flops`.
+pub(crate) fn first_numel(inputs: &[&TensorFact]) -> u64 {
+    inputs.first().map_or(0, |f| f.numel() as u64)
 }

@@ -24,6 +24,21 @@ impl Model {
         Model { graph: Arc::new(graph) }
     }
 
+    /// A model from Spore model-file bytes, verified (code -200 on any bad byte).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Model> {
+        Ok(Model::from_graph(crate::format::load(bytes)?))
+    }
+
+    /// A model from a Spore model file.
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Model> {
+        Ok(Model::from_graph(crate::format::load_file(path)?))
+    }
+
+    /// The model as Spore model-file bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        crate::format::save(&self.graph)
+    }
+
     /// The graph.
     pub fn graph(&self) -> &Graph {
         &self.graph
@@ -64,6 +79,11 @@ impl Session {
         let graph = Arc::clone(&model.graph);
         let inputs = graph.inputs().iter().map(|&id| zeros_for(&graph, id)).collect::<Result<_>>()?;
         Ok(Session { ctx: ctx.clone(), graph, inputs, state: Mutex::new(RunState::default()) })
+    }
+
+    /// A session straight from a model buffer (MindSpore Lite's `CreateSession(model_buf)`).
+    pub fn from_bytes(ctx: &Context, bytes: &[u8]) -> Result<Session> {
+        Session::new(ctx, &Model::from_bytes(bytes)?)
     }
 
     /// The context.

@@ -4,6 +4,8 @@
 
 mod common;
 mod conformance;
+mod format;
 mod gpu_smoke;
 mod mnist;
+mod models;
 mod session;

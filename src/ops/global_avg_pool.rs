@@ -1,0 +1,106 @@
+//! `global_avg_pool`: each channel's mean over all spatial positions, NHWC `[n, h, w, c]` ->
+//! `[n, c]`. The output is rank 2, NOT `[n, 1, 1, c]`: the usual next op is a Dense layer
+//! (`matmul`); a graph that needs the rank-4 form appends a `reshape`.
+
+use super::{OpCase, OpDef, all_f32, arity, first_numel, input_f32, random_f32, tensor_f32};
+use crate::error::Result;
+use crate::graph::TensorFact;
+use crate::ops::Attrs;
+use crate::tensor::Tensor;
+use spore_kernels_cpu::reference::global_avg_pool as reference;
+use spore_kernels_cpu::rng::Rng;
+
+/// Global average pooling to `[n, c]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GlobalAvgPool;
+
+impl GlobalAvgPool {
+    /// Kernel parameters for input `x` `[n, h, w, c]`.
+    pub fn params(
+        &self,
+        x: &[usize],
+    ) -> std::result::Result<reference::GlobalAvgPoolParams, String> {
+        let &[n, h, w, c] = x else {
+            return Err(format!("expects x rank 4 (NHWC), got {x:?}"));
+        };
+        let p = reference::GlobalAvgPoolParams { n, h, w, c };
+        p.validate().map_err(|e| e.to_string())?;
+        Ok(p)
+    }
+}
+
+impl OpDef for GlobalAvgPool {
+    const NAME: &'static str = "global_avg_pool";
+
+    fn infer(&self, inputs: &[&TensorFact]) -> std::result::Result<Vec<TensorFact>, String> {
+        arity(inputs.len(), 1, 1)?;
+        all_f32(inputs)?;
+        let p = self.params(&inputs[0].shape)?;
+        Ok(vec![TensorFact::f32([p.n, p.c])])
+    }
+
+    fn eval_ref(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let x = input_f32(Self::NAME, inputs, 0)?;
+        let p = self
+            .params(inputs[0].dims())
+            .map_err(|reason| super::exec_err(Self::NAME, reason))?;
+        let mut y = vec![0f32; p.y_len()?];
+        reference::global_avg_pool(p, x, &mut y)?;
+        Ok(vec![tensor_f32(&[p.n, p.c], y)?])
+    }
+
+    fn attrs(&self) -> Attrs {
+        Attrs::new(Self::NAME)
+    }
+
+    fn from_attrs(_attrs: &Attrs) -> Result<Self> {
+        Ok(GlobalAvgPool)
+    }
+
+    fn cases(rng: &mut Rng) -> Result<Vec<OpCase>> {
+        let shapes: [[usize; 4]; 3] = [[2, 5, 3, 4], [1, 1, 1, 7], [3, 4, 7, 2]];
+        shapes
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                Ok(OpCase {
+                    name: format!("{}/case{i}", Self::NAME),
+                    op: GlobalAvgPool.into(),
+                    inputs: vec![random_f32(rng, x)?],
+                })
+            })
+            .collect()
+    }
+
+    fn flops(&self, inputs: &[&TensorFact]) -> u64 {
+        first_numel(inputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn infer_refuses_bad_shapes() {
+        assert!(GlobalAvgPool.infer(&[&TensorFact::f32([2, 3, 4])]).is_err());
+        assert!(
+            GlobalAvgPool
+                .infer(&[&TensorFact::f32([2, 3, 0, 4])])
+                .is_err()
+        );
+        assert!(GlobalAvgPool.infer(&[]).is_err());
+        let out = GlobalAvgPool
+            .infer(&[&TensorFact::f32([2, 3, 5, 4])])
+            .unwrap();
+        assert_eq!(out[0].shape, [2, 4]);
+    }
+
+    #[test]
+    fn eval_matches_hand_computed() {
+        let x = Tensor::from_vec(&[1, 2, 1, 2], vec![1f32, 10., 3., 20.]).unwrap();
+        let y = GlobalAvgPool.eval_ref(&[&x]).unwrap();
+        assert_eq!(y[0].dims(), [1, 2]);
+        assert_eq!(y[0].to_vec::<f32>().unwrap(), vec![2., 15.]);
+    }
+}

@@ -1,0 +1,261 @@
+//! `matmul`: batched matrix multiply `op(a) @ op(b)` with transpose flags, an optional bias over
+//! the last (output) axis and an optional fused activation. `a` is `[batch..., m, k]` (rank >= 2,
+//! its batch dimensions flattened); `b` is either `[k, n]`, one weight shared by every batch
+//! entry (a Dense layer), or `[batch..., k, n]` with exactly `a`'s batch dimensions. The output
+//! is `[batch..., m, n]`.
+
+use super::activation::{ActivationKind, apply_in_place, get_kind, put_kind};
+use super::{OpCase, OpDef, all_f32, arity, input_f32, out_shape, random_f32, tensor_f32};
+use crate::error::Result;
+use crate::graph::TensorFact;
+use crate::ops::Attrs;
+use crate::ops::attrs::AttrValue;
+use crate::tensor::Tensor;
+use spore_kernels_cpu::reference::bias_add::{BiasAddParams, bias_add};
+use spore_kernels_cpu::reference::matmul as reference;
+use spore_kernels_cpu::rng::Rng;
+
+/// Batched matrix multiply.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MatMul {
+    /// `a`'s last two axes are `[k, m]` (use `a^T`).
+    pub transpose_a: bool,
+    /// `b`'s last two axes are `[n, k]` (use `b^T`; PyTorch `Linear` weights).
+    pub transpose_b: bool,
+    /// Fused activation applied to the output (after the bias).
+    pub act: Option<ActivationKind>,
+}
+
+impl MatMul {
+    /// Kernel parameters and output shape for `a` and `b`.
+    pub fn params(
+        &self,
+        a: &[usize],
+        b: &[usize],
+    ) -> std::result::Result<(reference::MatmulParams, Vec<usize>), String> {
+        if a.len() < 2 || b.len() < 2 {
+            return Err(format!("expects a and b of rank >= 2, got {a:?} and {b:?}"));
+        }
+        let (a_batch, a_mat) = a.split_at(a.len() - 2);
+        let (b_batch, b_mat) = b.split_at(b.len() - 2);
+        if b.len() != 2 && b_batch != a_batch {
+            return Err(format!(
+                "b must be rank 2 (shared) or have a's batch dimensions {a_batch:?}, got {b:?}"
+            ));
+        }
+        let (m, ka) = if self.transpose_a {
+            (a_mat[1], a_mat[0])
+        } else {
+            (a_mat[0], a_mat[1])
+        };
+        let (kb, n) = if self.transpose_b {
+            (b_mat[1], b_mat[0])
+        } else {
+            (b_mat[0], b_mat[1])
+        };
+        if ka != kb {
+            return Err(format!(
+                "contracted sizes differ: a gives k = {ka}, b gives k = {kb}"
+            ));
+        }
+        let batch = a_batch
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| format!("batch dimensions {a_batch:?} overflow"))?;
+        let p = reference::MatmulParams {
+            batch,
+            m,
+            n,
+            k: ka,
+            transpose_a: self.transpose_a,
+            transpose_b: self.transpose_b,
+            b_batch: if b.len() == 2 { 1 } else { batch },
+        };
+        p.validate(Self::NAME).map_err(|e| e.to_string())?;
+        let mut out = a_batch.to_vec();
+        out.extend([m, n]);
+        Ok((p, out))
+    }
+}
+
+impl OpDef for MatMul {
+    const NAME: &'static str = "matmul";
+
+    fn infer(&self, inputs: &[&TensorFact]) -> std::result::Result<Vec<TensorFact>, String> {
+        arity(inputs.len(), 2, 3)?;
+        all_f32(inputs)?;
+        let (p, out) = self.params(&inputs[0].shape, &inputs[1].shape)?;
+        if let Some(b) = inputs.get(2) {
+            if b.shape != [p.n] {
+                return Err(format!("bias has shape {:?}, expected [{}]", b.shape, p.n));
+            }
+        }
+        Ok(vec![TensorFact::f32(out)])
+    }
+
+    fn eval_ref(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let shape = out_shape(self, inputs)?;
+        let a = input_f32(Self::NAME, inputs, 0)?;
+        let b = input_f32(Self::NAME, inputs, 1)?;
+        let (p, _) = self
+            .params(inputs[0].dims(), inputs[1].dims())
+            .map_err(|reason| super::exec_err(Self::NAME, reason))?;
+        let (_, _, c_len) = p.validate(Self::NAME)?;
+        let mut y = vec![0f32; c_len];
+        reference::matmul(p, a, b, &mut y)?;
+        if inputs.len() > 2 {
+            let bias = input_f32(Self::NAME, inputs, 2)?;
+            let bp = BiasAddParams {
+                rows: p.batch * p.m,
+                channels: p.n,
+            };
+            let c = y.clone();
+            bias_add(bp, &c, bias, &mut y)?;
+        }
+        if let Some(act) = self.act {
+            apply_in_place(act, &mut y)?;
+        }
+        Ok(vec![tensor_f32(&shape, y)?])
+    }
+
+    fn attrs(&self) -> Attrs {
+        let a = Attrs::new(Self::NAME)
+            .with("transpose_a", AttrValue::Bool(self.transpose_a))
+            .with("transpose_b", AttrValue::Bool(self.transpose_b));
+        put_kind(a, "act", self.act)
+    }
+
+    fn from_attrs(attrs: &Attrs) -> Result<Self> {
+        Ok(MatMul {
+            transpose_a: attrs.bool("transpose_a")?,
+            transpose_b: attrs.bool("transpose_b")?,
+            act: get_kind(attrs, "act")?,
+        })
+    }
+
+    fn cases(rng: &mut Rng) -> Result<Vec<OpCase>> {
+        // (name, a, b, op, bias): a Dense layer, a shared PyTorch-style weight under flattened
+        // batch dimensions, batched products with transposes, a fused activation.
+        type Config = (&'static str, Vec<usize>, Vec<usize>, MatMul, bool);
+        let configs: Vec<Config> = vec![
+            (
+                "dense_bias_relu",
+                vec![5, 7],
+                vec![7, 3],
+                MatMul {
+                    act: Some(ActivationKind::Relu),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                "shared_transpose_b",
+                vec![2, 3, 4],
+                vec![5, 4],
+                MatMul {
+                    transpose_b: true,
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                "batched",
+                vec![2, 3, 4, 5],
+                vec![2, 3, 5, 2],
+                MatMul::default(),
+                false,
+            ),
+            (
+                "batched_transpose_both_gelu",
+                vec![3, 4, 2],
+                vec![3, 5, 4],
+                MatMul {
+                    transpose_a: true,
+                    transpose_b: true,
+                    act: Some(ActivationKind::Gelu),
+                },
+                true,
+            ),
+        ];
+        configs
+            .into_iter()
+            .map(|(name, a, b, op, bias)| {
+                let n = if op.transpose_b {
+                    b[b.len() - 2]
+                } else {
+                    b[b.len() - 1]
+                };
+                let mut inputs = vec![random_f32(rng, &a)?, random_f32(rng, &b)?];
+                if bias {
+                    inputs.push(random_f32(rng, &[n])?);
+                }
+                Ok(OpCase {
+                    name: format!("{}/{name}", Self::NAME),
+                    op: op.into(),
+                    inputs,
+                })
+            })
+            .collect()
+    }
+
+    fn flops(&self, inputs: &[&TensorFact]) -> u64 {
+        match (inputs.first(), inputs.get(1)) {
+            (Some(a), Some(b)) => self.params(&a.shape, &b.shape).map_or(0, |(p, _)| {
+                [p.batch, p.m, p.n, p.k]
+                    .iter()
+                    .fold(2u64, |a, &d| a.saturating_mul(d as u64))
+            }),
+            _ => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn infer_refuses_bad_shapes() {
+        let op = MatMul::default();
+        let f = |s: &[usize]| TensorFact::f32(s);
+        assert!(op.infer(&[&f(&[3]), &f(&[3, 2])]).is_err());
+        assert!(op.infer(&[&f(&[2, 3]), &f(&[4, 2])]).is_err());
+        assert!(op.infer(&[&f(&[2, 2, 3]), &f(&[3, 3, 2])]).is_err());
+        assert!(op.infer(&[&f(&[2, 2, 3]), &f(&[1, 3, 2])]).is_err());
+        assert!(op.infer(&[&f(&[2, 3]), &f(&[3, 2]), &f(&[3])]).is_err());
+        assert!(op.infer(&[&f(&[2, 0]), &f(&[0, 2])]).is_err());
+        let out = op.infer(&[&f(&[4, 2, 3]), &f(&[3, 5])]).unwrap();
+        assert_eq!(out[0].shape, [4, 2, 5]);
+    }
+
+    #[test]
+    fn eval_matches_hand_computed() {
+        // [[1, 2], [3, 4]] @ [[1, 0, 1], [0, 1, -1]] + [10, 20, 30].
+        let a = Tensor::from_vec(&[2, 2], vec![1f32, 2., 3., 4.]).unwrap();
+        let b = Tensor::from_vec(&[2, 3], vec![1f32, 0., 1., 0., 1., -1.]).unwrap();
+        let bias = Tensor::from_vec(&[3], vec![10f32, 20., 30.]).unwrap();
+        let y = MatMul::default().eval_ref(&[&a, &b, &bias]).unwrap();
+        assert_eq!(
+            y[0].to_vec::<f32>().unwrap(),
+            vec![11., 22., 29., 13., 24., 29.]
+        );
+        // The same product with b stored transposed.
+        let bt = Tensor::from_vec(&[3, 2], vec![1f32, 0., 0., 1., 1., -1.]).unwrap();
+        let op = MatMul {
+            transpose_b: true,
+            ..Default::default()
+        };
+        let y = op.eval_ref(&[&a, &bt, &bias]).unwrap();
+        assert_eq!(
+            y[0].to_vec::<f32>().unwrap(),
+            vec![11., 22., 29., 13., 24., 29.]
+        );
+    }
+
+    #[test]
+    fn flops_count_multiply_adds_twice() {
+        let (a, b) = (TensorFact::f32([4, 2, 3]), TensorFact::f32([3, 5]));
+        assert_eq!(MatMul::default().flops(&[&a, &b]), 2 * 4 * 2 * 3 * 5);
+        assert_eq!(MatMul::default().flops(&[&a]), 0);
+    }
+}

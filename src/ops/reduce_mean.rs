@@ -1,0 +1,89 @@
+//! `reduce_mean`: mean over a set of axes, with `reduce_sum`'s axis and `keep_dims` rules
+//! (negative axes allowed, reduced axes removed unless `keep_dims`, an empty list is a copy).
+
+use super::reduce_sum::{reduce_attrs, reduce_cases, reduce_from_attrs, reduce_infer};
+use super::{OpCase, OpDef, first_numel, input_f32, out_shape, tensor_f32};
+use crate::error::Result;
+use crate::graph::TensorFact;
+use crate::ops::Attrs;
+use crate::tensor::Tensor;
+use spore_kernels_cpu::reference::reduce as reference;
+use spore_kernels_cpu::rng::Rng;
+
+/// Mean over axes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReduceMean {
+    /// Axes to reduce, negative counting from the end.
+    pub axes: Vec<i64>,
+    /// Keep the reduced axes as size 1.
+    pub keep_dims: bool,
+}
+
+impl OpDef for ReduceMean {
+    const NAME: &'static str = "reduce_mean";
+
+    fn infer(&self, inputs: &[&TensorFact]) -> std::result::Result<Vec<TensorFact>, String> {
+        reduce_infer(&self.axes, self.keep_dims, inputs)
+    }
+
+    fn eval_ref(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let shape = out_shape(self, inputs)?;
+        let x = input_f32(Self::NAME, inputs, 0)?;
+        let mut y = vec![0f32; crate::shape::numel(&shape)?];
+        reference::reduce_mean(x, inputs[0].dims(), &self.axes, &mut y)?;
+        Ok(vec![tensor_f32(&shape, y)?])
+    }
+
+    fn attrs(&self) -> Attrs {
+        reduce_attrs(Self::NAME, &self.axes, self.keep_dims)
+    }
+
+    fn from_attrs(attrs: &Attrs) -> Result<Self> {
+        let (axes, keep_dims) = reduce_from_attrs(attrs)?;
+        Ok(ReduceMean { axes, keep_dims })
+    }
+
+    fn cases(rng: &mut Rng) -> Result<Vec<OpCase>> {
+        reduce_cases(rng, Self::NAME, |axes, keep_dims| {
+            ReduceMean { axes, keep_dims }.into()
+        })
+    }
+
+    fn flops(&self, inputs: &[&TensorFact]) -> u64 {
+        first_numel(inputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn infer_refuses_bad_axes() {
+        let op = ReduceMean {
+            axes: vec![2],
+            keep_dims: true,
+        };
+        assert!(op.infer(&[&TensorFact::f32([2, 3])]).is_err());
+        assert!(
+            op.infer(&[&TensorFact::new(crate::DType::I32, [2, 3, 4])])
+                .is_err()
+        );
+        assert_eq!(
+            op.infer(&[&TensorFact::f32([2, 3, 4])]).unwrap()[0].shape,
+            [2, 3, 1]
+        );
+    }
+
+    #[test]
+    fn eval_matches_hand_computed() {
+        let x = Tensor::from_vec(&[2, 3], vec![1f32, 2., 3., 4., 5., 6.]).unwrap();
+        let op = ReduceMean {
+            axes: vec![-2],
+            keep_dims: true,
+        };
+        let y = op.eval_ref(&[&x]).unwrap();
+        assert_eq!(y[0].dims(), [1, 3]);
+        assert_eq!(y[0].to_vec::<f32>().unwrap(), vec![2.5, 3.5, 4.5]);
+    }
+}
