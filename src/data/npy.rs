@@ -9,14 +9,19 @@ use npyz::WriterBuilder;
 pub const MAX_NPY_BYTES: u64 = 1 << 30;
 
 fn bad(reason: impl Into<String>) -> Error {
-    Error::Format { format: "NPY", reason: reason.into() }
+    Error::Format {
+        format: "NPY",
+        reason: reason.into(),
+    }
 }
 
 /// Reads a C-order `.npy` array of f32, i32, u8 or i8 (little-endian or byte-sized).
 pub fn read_npy_bytes(bytes: &[u8]) -> Result<Tensor> {
     let file = npyz::NpyFile::new(bytes).map_err(|e| bad(format!("bad header: {e}")))?;
     if file.order() != npyz::Order::C {
-        return Err(bad("Fortran-order arrays are not supported; save with np.ascontiguousarray"));
+        return Err(bad(
+            "Fortran-order arrays are not supported; save with np.ascontiguousarray",
+        ));
     }
     let dims: Vec<usize> = file
         .shape()
@@ -29,14 +34,22 @@ pub fn read_npy_bytes(bytes: &[u8]) -> Result<Tensor> {
         "'<i4'" => (DType::I32, 4),
         "'|u1'" => (DType::U8, 1),
         "'|i1'" => (DType::I8, 1),
-        other => return Err(bad(format!("element type {other} is not supported (use float32, int32, uint8, int8)"))),
+        other => {
+            return Err(bad(format!(
+                "element type {other} is not supported (use float32, int32, uint8, int8)"
+            )));
+        }
     };
     let total = file
         .shape()
         .iter()
         .try_fold(size, |a, &d| a.checked_mul(d))
         .filter(|&b| b <= MAX_NPY_BYTES)
-        .ok_or_else(|| bad(format!("declared shape {dims:?} exceeds {MAX_NPY_BYTES} bytes")))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "declared shape {dims:?} exceeds {MAX_NPY_BYTES} bytes"
+            ))
+        })?;
     let _ = total;
     let io = |e: std::io::Error| bad(format!("cannot read data: {e}"));
     match dtype {
@@ -50,7 +63,10 @@ pub fn read_npy_bytes(bytes: &[u8]) -> Result<Tensor> {
 /// Reads a `.npy` file (see [`read_npy_bytes`]).
 pub fn read_npy(path: impl AsRef<std::path::Path>) -> Result<Tensor> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     read_npy_bytes(&bytes)
 }
 

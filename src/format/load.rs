@@ -119,7 +119,11 @@ fn verify<'a>(bytes: &'a [u8], limits: &Limits) -> Result<fb::Model<'a>> {
     if prefix != body {
         return Err(graph_file(format!(
             "the size prefix says {prefix} bytes follow it, but {body} do: the file is {}",
-            if prefix > body { "truncated" } else { "followed by extra bytes" }
+            if prefix > body {
+                "truncated"
+            } else {
+                "followed by extra bytes"
+            }
         )));
     }
     let opts = VerifierOptions {
@@ -139,7 +143,10 @@ fn verify<'a>(bytes: &'a [u8], limits: &Limits) -> Result<fb::Model<'a>> {
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .collect();
-        graph_file(format!("FlatBuffers verification failed: {}", msg.join("; ")))
+        graph_file(format!(
+            "FlatBuffers verification failed: {}",
+            msg.join("; ")
+        ))
     })
 }
 
@@ -275,7 +282,10 @@ pub(super) fn check_shape(
     // Each dimension is bounded on its own so that a zero elsewhere cannot hide a huge one
     // (strides and loop bounds downstream would still see it); the product is checked too,
     // since eight dimensions of 2^32 overflow u64.
-    if let Some(&d) = dims.iter().find(|&&d| d as u64 > limits.max_tensor_elements) {
+    if let Some(&d) = dims
+        .iter()
+        .find(|&&d| d as u64 > limits.max_tensor_elements)
+    {
         return Err(graph_file(format!(
             "{}: dimension {d} of shape {dims:?} exceeds the limit of {} elements per tensor",
             what(),
@@ -322,9 +332,16 @@ fn check_data_len(
     Ok(())
 }
 
-fn parse_quant(what: &impl Fn() -> String, q: fb::Quant<'_>, dims: &[usize]) -> Result<QuantParams> {
+fn parse_quant(
+    what: &impl Fn() -> String,
+    q: fb::Quant<'_>,
+    dims: &[usize],
+) -> Result<QuantParams> {
     let scale: Vec<f32> = q.scale().map(|v| v.iter().collect()).unwrap_or_default();
-    let zero_point: Vec<i32> = q.zero_point().map(|v| v.iter().collect()).unwrap_or_default();
+    let zero_point: Vec<i32> = q
+        .zero_point()
+        .map(|v| v.iter().collect())
+        .unwrap_or_default();
     let axis = match q.axis() {
         -1 => None,
         a => Some(usize::try_from(a).map_err(|_| {
@@ -551,7 +568,9 @@ fn check_graph_inputs(model: fb::Model<'_>, decls: &[Decl<'_>]) -> Result<()> {
 }
 
 fn parse_graph_outputs(model: fb::Model<'_>, decls: &[Decl<'_>]) -> Result<Vec<usize>> {
-    let outputs = indices(model.outputs(), decls.len(), |k| format!("graph output #{k}"))?;
+    let outputs = indices(model.outputs(), decls.len(), |k| {
+        format!("graph output #{k}")
+    })?;
     if outputs.is_empty() {
         return Err(graph_file("the graph has no outputs"));
     }
@@ -658,8 +677,7 @@ fn tensor_from_le(
     }
     dst.copy_from_slice(data);
     if cfg!(target_endian = "big") {
-        dst.chunks_exact_mut(dtype.size())
-            .for_each(<[u8]>::reverse);
+        dst.chunks_exact_mut(dtype.size()).for_each(<[u8]>::reverse);
     }
     Ok(t)
 }
@@ -692,9 +710,7 @@ fn parse_attrs(
             fb::AttrValue::FloatValue => a
                 .value_as_float_value()
                 .map(|v| AttrValue::Float(v.value())),
-            fb::AttrValue::BoolValue => {
-                a.value_as_bool_value().map(|v| AttrValue::Bool(v.value()))
-            }
+            fb::AttrValue::BoolValue => a.value_as_bool_value().map(|v| AttrValue::Bool(v.value())),
             fb::AttrValue::StringValue => a
                 .value_as_string_value()
                 .and_then(|v| v.value())
@@ -715,9 +731,8 @@ fn parse_attrs(
                 )));
             }
         };
-        let value = value.ok_or_else(|| {
-            graph_file(format!("node `{node}` attribute `{name}` has no value"))
-        })?;
+        let value = value
+            .ok_or_else(|| graph_file(format!("node `{node}` attribute `{name}` has no value")))?;
         items.push((name.to_string(), value));
     }
     Ok(items)
@@ -756,9 +771,11 @@ fn replay(
                 i += 1;
             }
             Kind::Activation => {
-                let j = producer.get(i).copied().flatten().ok_or_else(|| {
-                    graph_file(format!("{}: produced by no node", what()))
-                })?;
+                let j = producer
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .ok_or_else(|| graph_file(format!("{}: produced by no node", what())))?;
                 let node = nodes
                     .get(j)
                     .ok_or_else(|| graph_file(format!("{}: producer {j} out of range", what())))?;
@@ -808,7 +825,12 @@ fn replay(
 }
 
 /// Adds `node`, whose first output is tensor `first`, and checks its outputs.
-fn build_node(b: &mut GraphBuilder, decls: &[Decl<'_>], node: &NodeDecl<'_>, first: usize) -> Result<()> {
+fn build_node(
+    b: &mut GraphBuilder,
+    decls: &[Decl<'_>],
+    node: &NodeDecl<'_>,
+    first: usize,
+) -> Result<()> {
     let name = node.name;
     if node
         .outputs

@@ -2,9 +2,9 @@
 //! (committed, crate-private), and a verifying [`load`] and deterministic [`save`].
 //!
 //! ```
-//! use spore::graph::GraphBuilder;
+//! use spore::DType;
+//! use spore::graph::{Graph, GraphBuilder};
 //! use spore::ops::activation::{Activation, ActivationKind};
-//! use spore::{DType, Graph};
 //!
 //! # fn main() -> spore::Result<()> {
 //! let mut b = GraphBuilder::new();
@@ -80,6 +80,7 @@ mod save;
     clippy::panic
 )]
 #[path = "generated/model_generated.rs"]
+#[rustfmt::skip] // flatc's output is committed as generated, byte for byte.
 mod generated;
 
 use crate::error::{Error, ErrorCode, Result};
@@ -249,13 +250,17 @@ pub fn fuzz_one(data: &[u8]) -> std::result::Result<(), String> {
     let checkpoint = match load_checkpoint(data) {
         Ok(c) => c,
         Err(e) if e.code() == ErrorCode::GraphFileError => return Ok(()),
-        Err(e) => return Err(format!("load returned {:?}, not a GraphFile error: {e}", e.code())),
+        Err(e) => {
+            return Err(format!(
+                "load returned {:?}, not a GraphFile error: {e}",
+                e.code()
+            ));
+        }
     };
     let state = &checkpoint.optimizer_state;
     let bytes = save_checkpoint(&checkpoint.graph, state)
         .map_err(|e| format!("a loaded model does not save: {e}"))?;
-    let again =
-        load_checkpoint(&bytes).map_err(|e| format!("a saved model does not load: {e}"))?;
+    let again = load_checkpoint(&bytes).map_err(|e| format!("a saved model does not load: {e}"))?;
     if again != checkpoint {
         return Err("save -> load does not give the same graph back".into());
     }

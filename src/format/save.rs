@@ -167,7 +167,11 @@ fn check(graph: &Graph, state: &[StateEntry], limits: &Limits) -> Result<u64> {
             ValueKind::Constant { data, .. } => data.as_bytes().len() as u64,
             _ => 0,
         };
-        let quant = v.fact.quant.as_ref().map_or(0, |q| 8 * q.scale.len() as u64);
+        let quant = v
+            .fact
+            .quant
+            .as_ref()
+            .map_or(0, |q| 8 * q.scale.len() as u64);
         size = size
             .saturating_add(TABLE_OVERHEAD)
             .saturating_add(v.name.len() as u64)
@@ -234,7 +238,8 @@ fn le_bytes(t: &Tensor) -> Cow<'_, [u8]> {
         Cow::Borrowed(t.as_bytes())
     } else {
         let mut v = t.as_bytes().to_vec();
-        v.chunks_exact_mut(t.dtype().size()).for_each(<[u8]>::reverse);
+        v.chunks_exact_mut(t.dtype().size())
+            .for_each(<[u8]>::reverse);
         Cow::Owned(v)
     }
 }
@@ -343,4 +348,3 @@ fn write_attr<'a>(
         },
     )
 }
-

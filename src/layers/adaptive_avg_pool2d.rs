@@ -57,7 +57,7 @@ impl Layer for AdaptiveAvgPool2d {
             if (h, w) == (oh, ow) {
                 return Ok(x);
             }
-            if h % oh == 0 && w % ow == 0 {
+            if h.is_multiple_of(oh) && w.is_multiple_of(ow) {
                 let (kh, kw) = (h / oh, w / ow);
                 let pool = AvgPool2d {
                     kernel: [kh, kw],

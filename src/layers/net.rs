@@ -178,7 +178,9 @@ impl Net {
     }
 
     /// Names the next node [`Net::node`] adds `name` exactly (e.g. a model's `logits`),
-    /// whatever its scope.
+    /// whatever its scope. It is consumed by that one node, so set it just before building a
+    /// single-node layer (Dense, Conv2d, an activation); a multi-node layer would give the
+    /// name to its first node.
     pub fn name_next_node(&mut self, name: &str) {
         self.next_name = Some(name.to_string());
     }

@@ -362,7 +362,7 @@ impl ConvBnAct {
 impl Layer for ConvBnAct {
     fn build(&self, net: &mut Net, x: ValueId) -> Result<ValueId> {
         net.layer("conv_bn_act", |net| {
-            let p = (self.kernel - 1) / 2 * self.dilation;
+            let p = self.kernel.saturating_sub(1) / 2 * self.dilation;
             let y = net.scope("0", |net| {
                 if self.depthwise {
                     let mut conv = DepthwiseConv2d::new(self.kernel)

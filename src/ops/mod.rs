@@ -8,7 +8,7 @@ pub mod attrs;
 pub use attrs::{AttrValue, Attrs};
 
 use crate::error::{Error, Result};
-use crate::graph::TensorFact;
+use crate::graph::{GraphBuilder, TensorFact, ValueId};
 use crate::tensor::{DType, Tensor};
 use spore_kernels_cpu::rng::Rng;
 
@@ -48,6 +48,29 @@ pub trait OpDef: Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static {
     fn flops(&self, _inputs: &[&TensorFact]) -> u64 {
         0
     }
+
+    /// The gradient rule: emits backward nodes into `ctx.builder` and returns, for each input,
+    /// the value holding the loss's gradient with respect to it (`None`: no gradient flows).
+    /// Autograd (`train`) calls it in reverse topological order. Ops without a rule yet say so.
+    fn grad(&self, _ctx: &mut GradContext<'_>) -> Result<Vec<Option<ValueId>>> {
+        Err(Error::NotSupported {
+            what: format!("the gradient of `{}` (no rule yet)", Self::NAME),
+        })
+    }
+}
+
+/// What a gradient rule sees, and the graph it extends with backward nodes.
+pub struct GradContext<'a> {
+    /// The graph under construction (forward nodes already in it).
+    pub builder: &'a mut GraphBuilder,
+    /// The forward node's name: backward nodes are named after it.
+    pub node: &'a str,
+    /// The forward node's inputs.
+    pub inputs: &'a [ValueId],
+    /// The forward node's outputs.
+    pub outputs: &'a [ValueId],
+    /// The loss's gradient with respect to each output (`None`: that output does not reach it).
+    pub output_grads: &'a [Option<ValueId>],
 }
 
 macro_rules! ops {
@@ -101,6 +124,13 @@ macro_rules! ops {
             pub fn attrs(&self) -> Attrs {
                 match self {
                     $(Op::$variant(op) => op.attrs(),)*
+                }
+            }
+
+            /// See [`OpDef::grad`].
+            pub fn grad(&self, ctx: &mut GradContext<'_>) -> Result<Vec<Option<ValueId>>> {
+                match self {
+                    $(Op::$variant(op) => op.grad(ctx),)*
                 }
             }
 

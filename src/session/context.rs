@@ -80,11 +80,17 @@ impl ContextBuilder {
     /// (with a note in [`Context::notes`]) when a later device can stand in; invalid options
     /// are always errors.
     pub fn build(self) -> Result<Context> {
-        let devices = if self.devices.is_empty() { vec![Device::Auto] } else { self.devices };
+        let devices = if self.devices.is_empty() {
+            vec![Device::Auto]
+        } else {
+            self.devices
+        };
         let mut cpu_threads = 0usize;
         let mut gpu = None;
         let mut notes = Vec::new();
-        let hw_threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let hw_threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let mut seen_cpu = false;
         for device in &devices {
             match device {
@@ -119,7 +125,10 @@ impl ContextBuilder {
                         Ok(g) => {
                             if o.precision == Precision::F16 && !g.has_f16() {
                                 return Err(Error::NotSupported {
-                                    what: format!("f16 precision on {} (no SHADER_F16)", g.adapter().name),
+                                    what: format!(
+                                        "f16 precision on {} (no SHADER_F16)",
+                                        g.adapter().name
+                                    ),
                                 });
                             }
                             gpu = Some((Arc::new(g), o.precision));
@@ -131,7 +140,9 @@ impl ContextBuilder {
                     if gpu.is_none() {
                         match GpuContext::new(&AdapterOptions::default()) {
                             Ok(g) => gpu = Some((Arc::new(g), Precision::F32)),
-                            Err(e) => notes.push(format!("auto: no hardware GPU ({e}); using the CPU")),
+                            Err(e) => {
+                                notes.push(format!("auto: no hardware GPU ({e}); using the CPU"))
+                            }
                         }
                     }
                 }
@@ -143,7 +154,13 @@ impl ContextBuilder {
         for n in &notes {
             log::info!("{n}");
         }
-        Ok(Context { inner: Arc::new(Inner { gpu, cpu_threads, notes }) })
+        Ok(Context {
+            inner: Arc::new(Inner {
+                gpu,
+                cpu_threads,
+                notes,
+            }),
+        })
     }
 }
 
@@ -155,7 +172,13 @@ impl Context {
 
     /// The CPU only.
     pub fn cpu() -> Context {
-        Context { inner: Arc::new(Inner { gpu: None, cpu_threads: 1, notes: vec![] }) }
+        Context {
+            inner: Arc::new(Inner {
+                gpu: None,
+                cpu_threads: 1,
+                notes: vec![],
+            }),
+        }
     }
 
     /// The opened GPU, if any.
@@ -182,7 +205,12 @@ impl Context {
     pub fn describe(&self) -> Vec<String> {
         let mut d = Vec::new();
         if let Some((g, p)) = &self.inner.gpu {
-            d.push(format!("gpu: {} ({}, {:?})", g.adapter().name, g.adapter().backend, p));
+            d.push(format!(
+                "gpu: {} ({}, {:?})",
+                g.adapter().name,
+                g.adapter().backend,
+                p
+            ));
         }
         d.push(format!("cpu: {} threads", self.inner.cpu_threads));
         d

@@ -8,6 +8,8 @@ mod observer;
 #[allow(clippy::module_inception)]
 mod session;
 
-pub use context::{Context, ContextBuilder, CpuOptions, Device, GpuOptions, MAX_CPU_THREADS, Precision};
+pub use context::{
+    Context, ContextBuilder, CpuOptions, Device, GpuOptions, MAX_CPU_THREADS, Precision,
+};
 pub use observer::{Flow, NodeInfo, RunObserver};
 pub use session::{Model, Session};

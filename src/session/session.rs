@@ -21,7 +21,9 @@ pub struct Model {
 impl Model {
     /// A model of `graph`.
     pub fn from_graph(graph: Graph) -> Model {
-        Model { graph: Arc::new(graph) }
+        Model {
+            graph: Arc::new(graph),
+        }
     }
 
     /// A model from Spore model-file bytes, verified (code -200 on any bad byte).
@@ -64,7 +66,9 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("nodes", &self.graph.nodes().len()).finish()
+        f.debug_struct("Session")
+            .field("nodes", &self.graph.nodes().len())
+            .finish()
     }
 }
 
@@ -77,8 +81,17 @@ impl Session {
     /// A session running `model` on `ctx`'s devices.
     pub fn new(ctx: &Context, model: &Model) -> Result<Session> {
         let graph = Arc::clone(&model.graph);
-        let inputs = graph.inputs().iter().map(|&id| zeros_for(&graph, id)).collect::<Result<_>>()?;
-        Ok(Session { ctx: ctx.clone(), graph, inputs, state: Mutex::new(RunState::default()) })
+        let inputs = graph
+            .inputs()
+            .iter()
+            .map(|&id| zeros_for(&graph, id))
+            .collect::<Result<_>>()?;
+        Ok(Session {
+            ctx: ctx.clone(),
+            graph,
+            inputs,
+            state: Mutex::new(RunState::default()),
+        })
     }
 
     /// A session straight from a model buffer (MindSpore Lite's `CreateSession(model_buf)`).
@@ -113,13 +126,21 @@ impl Session {
             .inputs()
             .iter()
             .position(|&id| self.graph.value(id).is_ok_and(|v| v.name == name))
-            .ok_or_else(|| Error::Missing { what: format!("input tensor `{name}`") })?;
-        self.inputs.get_mut(pos).ok_or_else(|| Error::Missing { what: format!("input tensor `{name}`") })
+            .ok_or_else(|| Error::Missing {
+                what: format!("input tensor `{name}`"),
+            })?;
+        self.inputs.get_mut(pos).ok_or_else(|| Error::Missing {
+            what: format!("input tensor `{name}`"),
+        })
     }
 
     /// Names of the outputs, in graph order.
     pub fn output_tensor_names(&self) -> Vec<String> {
-        self.graph.outputs().iter().filter_map(|&id| self.graph.value(id).ok().map(|v| v.name.clone())).collect()
+        self.graph
+            .outputs()
+            .iter()
+            .filter_map(|&id| self.graph.value(id).ok().map(|v| v.name.clone()))
+            .collect()
     }
 
     fn lock_state(&self) -> Result<std::sync::MutexGuard<'_, RunState>> {
@@ -134,7 +155,11 @@ impl Session {
     /// Names and copies of the outputs of the last run (empty before the first run).
     pub fn outputs(&self) -> Result<Vec<(String, Tensor)>> {
         let state = self.lock_state()?;
-        Ok(self.output_tensor_names().into_iter().zip(state.outputs.iter().cloned()).collect())
+        Ok(self
+            .output_tensor_names()
+            .into_iter()
+            .zip(state.outputs.iter().cloned())
+            .collect())
     }
 
     /// A copy of the output called `name` from the last run.
@@ -143,11 +168,17 @@ impl Session {
             .output_tensor_names()
             .iter()
             .position(|n| n == name)
-            .ok_or_else(|| Error::Missing { what: format!("output tensor `{name}`") })?;
+            .ok_or_else(|| Error::Missing {
+                what: format!("output tensor `{name}`"),
+            })?;
         let state = self.lock_state()?;
-        state.outputs.get(pos).cloned().ok_or_else(|| Error::Missing {
-            what: format!("output `{name}`: the session has not run yet"),
-        })
+        state
+            .outputs
+            .get(pos)
+            .cloned()
+            .ok_or_else(|| Error::Missing {
+                what: format!("output `{name}`: the session has not run yet"),
+            })
     }
 
     /// Runs the model on the current inputs.
@@ -189,8 +220,14 @@ impl Session {
         let _guard = self.lock_state()?;
         let g = &self.graph;
         for (name, _) in shapes {
-            if !g.inputs().iter().any(|&id| g.value(id).is_ok_and(|v| v.name == *name)) {
-                return Err(Error::Missing { what: format!("input tensor `{name}`") });
+            if !g
+                .inputs()
+                .iter()
+                .any(|&id| g.value(id).is_ok_and(|v| v.name == *name))
+            {
+                return Err(Error::Missing {
+                    what: format!("input tensor `{name}`"),
+                });
             }
         }
         let mut b = GraphBuilder::new();
@@ -198,21 +235,36 @@ impl Session {
         for (i, v) in g.values().iter().enumerate() {
             match &v.kind {
                 ValueKind::Input => {
-                    let shape = shapes.iter().find(|(n, _)| *n == v.name).map_or(v.fact.shape.as_slice(), |(_, s)| s);
+                    let shape = shapes
+                        .iter()
+                        .find(|(n, _)| *n == v.name)
+                        .map_or(v.fact.shape.as_slice(), |(_, s)| s);
                     map[i] = Some(b.input(&v.name, v.fact.dtype, shape)?);
                 }
                 ValueKind::Constant { data, trainable } => {
                     map[i] = Some(b.add_constant(&v.name, (**data).clone(), *trainable)?);
-                    b.set_quant(ValueId(map[i].map_or(0, |m: ValueId| m.0)), v.fact.quant.clone())?;
+                    b.set_quant(
+                        ValueId(map[i].map_or(0, |m: ValueId| m.0)),
+                        v.fact.quant.clone(),
+                    )?;
                 }
                 ValueKind::Output { .. } => {}
             }
         }
         let lookup = |map: &[Option<ValueId>], id: ValueId| {
-            map.get(id.0).copied().flatten().ok_or_else(|| Error::Missing { what: format!("value #{}", id.0) })
+            map.get(id.0)
+                .copied()
+                .flatten()
+                .ok_or_else(|| Error::Missing {
+                    what: format!("value #{}", id.0),
+                })
         };
         for node in g.nodes() {
-            let ins = node.inputs.iter().map(|&id| lookup(&map, id)).collect::<Result<Vec<_>>>()?;
+            let ins = node
+                .inputs
+                .iter()
+                .map(|&id| lookup(&map, id))
+                .collect::<Result<Vec<_>>>()?;
             let outs = b.node(&node.name, node.op.clone(), &ins)?;
             for (&old, new) in node.outputs.iter().zip(outs) {
                 if let Some(slot) = map.get_mut(old.0) {
@@ -227,38 +279,68 @@ impl Session {
             b.metadata(k, v);
         }
         let graph = b.build()?;
-        let inputs = graph.inputs().iter().map(|&id| zeros_for(&graph, id)).collect::<Result<Vec<_>>>()?;
+        let inputs = graph
+            .inputs()
+            .iter()
+            .map(|&id| zeros_for(&graph, id))
+            .collect::<Result<Vec<_>>>()?;
         drop(_guard);
         self.graph = Arc::new(graph);
         self.inputs = inputs;
-        *self.state.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = RunState::default();
+        *self
+            .state
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = RunState::default();
         Ok(())
     }
 }
 
 /// The simple executor: every node in order on the CPU reference kernels.
-fn execute(graph: &Graph, inputs: &[Tensor], observer: &mut dyn RunObserver) -> Result<Vec<Tensor>> {
+fn execute(
+    graph: &Graph,
+    inputs: &[Tensor],
+    observer: &mut dyn RunObserver,
+) -> Result<Vec<Tensor>> {
     let mut computed: Vec<Option<Tensor>> = vec![None; graph.values().len()];
     let want = observer.wants_tensors();
     for (index, node) in graph.nodes().iter().enumerate() {
-        let info = NodeInfo { name: &node.name, op: node.op.name(), index, device: "cpu" };
+        let info = NodeInfo {
+            name: &node.name,
+            op: node.op.name(),
+            index,
+            device: "cpu",
+        };
         let ins: Vec<&Tensor> = node
             .inputs
             .iter()
             .map(|&id| value_ref(graph, inputs, &computed, id))
             .collect::<Result<_>>()?;
         if observer.before(&info, if want { &ins } else { &[] }) == Flow::Stop {
-            return Err(Error::Stopped { node: node.name.clone() });
+            return Err(Error::Stopped {
+                node: node.name.clone(),
+            });
         }
         let outs = node.op.eval_ref(&ins).map_err(|e| match e {
-            Error::OpExecution { op, reason, .. } => Error::OpExecution { op, node: node.name.clone(), reason },
-            other => Error::OpExecution { op: node.op.name().into(), node: node.name.clone(), reason: other.to_string() },
+            Error::OpExecution { op, reason, .. } => Error::OpExecution {
+                op,
+                node: node.name.clone(),
+                reason,
+            },
+            other => Error::OpExecution {
+                op: node.op.name().into(),
+                node: node.name.clone(),
+                reason: other.to_string(),
+            },
         })?;
         if outs.len() != node.outputs.len() {
             return Err(Error::OpExecution {
                 op: node.op.name().into(),
                 node: node.name.clone(),
-                reason: format!("produced {} outputs, expected {}", outs.len(), node.outputs.len()),
+                reason: format!(
+                    "produced {} outputs, expected {}",
+                    outs.len(),
+                    node.outputs.len()
+                ),
             });
         }
         let out_refs: Vec<&Tensor> = outs.iter().collect();
@@ -269,21 +351,41 @@ fn execute(graph: &Graph, inputs: &[Tensor], observer: &mut dyn RunObserver) -> 
             }
         }
         if flow == Flow::Stop {
-            return Err(Error::Stopped { node: node.name.clone() });
+            return Err(Error::Stopped {
+                node: node.name.clone(),
+            });
         }
     }
-    graph.outputs().iter().map(|&id| value_ref(graph, inputs, &computed, id).cloned()).collect()
+    graph
+        .outputs()
+        .iter()
+        .map(|&id| value_ref(graph, inputs, &computed, id).cloned())
+        .collect()
 }
 
-fn value_ref<'a>(graph: &'a Graph, inputs: &'a [Tensor], computed: &'a [Option<Tensor>], id: ValueId) -> Result<&'a Tensor> {
+fn value_ref<'a>(
+    graph: &'a Graph,
+    inputs: &'a [Tensor],
+    computed: &'a [Option<Tensor>],
+    id: ValueId,
+) -> Result<&'a Tensor> {
     let v = graph.value(id)?;
-    let missing = || Error::Missing { what: format!("value `{}`", v.name) };
+    let missing = || Error::Missing {
+        what: format!("value `{}`", v.name),
+    };
     match &v.kind {
         ValueKind::Constant { data, .. } => Ok(data),
         ValueKind::Input => {
-            let pos = graph.inputs().iter().position(|&i| i == id).ok_or_else(missing)?;
+            let pos = graph
+                .inputs()
+                .iter()
+                .position(|&i| i == id)
+                .ok_or_else(missing)?;
             inputs.get(pos).ok_or_else(missing)
         }
-        ValueKind::Output { .. } => computed.get(id.0).and_then(|t| t.as_ref()).ok_or_else(missing),
+        ValueKind::Output { .. } => computed
+            .get(id.0)
+            .and_then(|t| t.as_ref())
+            .ok_or_else(missing),
     }
 }

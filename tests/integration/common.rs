@@ -20,7 +20,10 @@ pub fn gpu(test: &str) -> Option<&'static GpuContext> {
         let line = match &ctx {
             Ok(g) => {
                 let a = g.adapter();
-                format!("GPU tests run on: {} ({}, {}, {})\n", a.name, a.backend, a.device_type, a.driver)
+                format!(
+                    "GPU tests run on: {} ({}, {}, {})\n",
+                    a.name, a.backend, a.device_type, a.driver
+                )
             }
             Err(e) => format!("GPU tests: no adapter: {e}\n"),
         };

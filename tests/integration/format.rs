@@ -28,6 +28,7 @@ use spore::{DType, Error, Tensor};
     clippy::all
 )]
 #[path = "../../src/format/generated/model_generated.rs"]
+#[rustfmt::skip]
 mod generated;
 
 use generated::spore::fb;
@@ -90,7 +91,9 @@ fn decode_tensor(t: fb::Tensor<'_>) -> RawTensor {
         quant: t.quant().map(|q| {
             (
                 q.scale().map(|v| v.iter().collect()).unwrap_or_default(),
-                q.zero_point().map(|v| v.iter().collect()).unwrap_or_default(),
+                q.zero_point()
+                    .map(|v| v.iter().collect())
+                    .unwrap_or_default(),
                 q.axis(),
             )
         }),
@@ -127,10 +130,19 @@ fn decode(bytes: &[u8]) -> RawModel {
                                 RawAttrValue::Bool(a.value_as_bool_value().unwrap().value())
                             }
                             fb::AttrValue::StringValue => RawAttrValue::Str(
-                                a.value_as_string_value().unwrap().value().unwrap().to_string(),
+                                a.value_as_string_value()
+                                    .unwrap()
+                                    .value()
+                                    .unwrap()
+                                    .to_string(),
                             ),
                             fb::AttrValue::IntsValue => RawAttrValue::Ints(
-                                a.value_as_ints_value().unwrap().value().unwrap().iter().collect(),
+                                a.value_as_ints_value()
+                                    .unwrap()
+                                    .value()
+                                    .unwrap()
+                                    .iter()
+                                    .collect(),
                             ),
                             fb::AttrValue::FloatsValue => RawAttrValue::Floats(
                                 a.value_as_floats_value()
@@ -153,7 +165,12 @@ fn decode(bytes: &[u8]) -> RawModel {
             .metadata()
             .unwrap()
             .iter()
-            .map(|kv| (kv.key().unwrap().to_string(), kv.value().unwrap().to_string()))
+            .map(|kv| {
+                (
+                    kv.key().unwrap().to_string(),
+                    kv.value().unwrap().to_string(),
+                )
+            })
             .collect(),
         state: m.optimizer_state().map(|s| {
             s.iter()
@@ -179,7 +196,11 @@ fn encode_tensor<'a>(fbb: &mut Fbb<'a>, t: &RawTensor) -> flatbuffers::WIPOffset
         let zero_point = fbb.create_vector(z);
         fb::Quant::create(
             fbb,
-            &fb::QuantArgs { scale: Some(scale), zero_point: Some(zero_point), axis: *axis },
+            &fb::QuantArgs {
+                scale: Some(scale),
+                zero_point: Some(zero_point),
+                axis: *axis,
+            },
         )
     });
     fb::Tensor::create(
@@ -200,7 +221,10 @@ fn encode_tensor<'a>(fbb: &mut Fbb<'a>, t: &RawTensor) -> flatbuffers::WIPOffset
 fn encode_attr_value(
     fbb: &mut Fbb<'_>,
     av: &RawAttrValue,
-) -> (fb::AttrValue, Option<flatbuffers::WIPOffset<flatbuffers::UnionWIPOffset>>) {
+) -> (
+    fb::AttrValue,
+    Option<flatbuffers::WIPOffset<flatbuffers::UnionWIPOffset>>,
+) {
     match av {
         RawAttrValue::Int(v) => (
             fb::AttrValue::IntValue,
@@ -218,31 +242,46 @@ fn encode_attr_value(
             let s = fbb.create_string(s);
             (
                 fb::AttrValue::StringValue,
-                Some(fb::StringValue::create(fbb, &fb::StringValueArgs { value: Some(s) }).as_union_value()),
+                Some(
+                    fb::StringValue::create(fbb, &fb::StringValueArgs { value: Some(s) })
+                        .as_union_value(),
+                ),
             )
         }
         RawAttrValue::Ints(v) => {
             let v = fbb.create_vector(v);
             (
                 fb::AttrValue::IntsValue,
-                Some(fb::IntsValue::create(fbb, &fb::IntsValueArgs { value: Some(v) }).as_union_value()),
+                Some(
+                    fb::IntsValue::create(fbb, &fb::IntsValueArgs { value: Some(v) })
+                        .as_union_value(),
+                ),
             )
         }
         RawAttrValue::Floats(v) => {
             let v = fbb.create_vector(v);
             (
                 fb::AttrValue::FloatsValue,
-                Some(fb::FloatsValue::create(fbb, &fb::FloatsValueArgs { value: Some(v) }).as_union_value()),
+                Some(
+                    fb::FloatsValue::create(fbb, &fb::FloatsValueArgs { value: Some(v) })
+                        .as_union_value(),
+                ),
             )
         }
         RawAttrValue::Empty => (fb::AttrValue::NONE, None),
-        RawAttrValue::Retyped(code, inner) => (fb::AttrValue(*code), encode_attr_value(fbb, inner).1),
+        RawAttrValue::Retyped(code, inner) => {
+            (fb::AttrValue(*code), encode_attr_value(fbb, inner).1)
+        }
     }
 }
 
 fn encode(m: &RawModel) -> Vec<u8> {
     let mut fbb = Fbb::new();
-    let tensors: Vec<_> = m.tensors.iter().map(|t| encode_tensor(&mut fbb, t)).collect();
+    let tensors: Vec<_> = m
+        .tensors
+        .iter()
+        .map(|t| encode_tensor(&mut fbb, t))
+        .collect();
     let tensors = fbb.create_vector(&tensors);
     let mut nodes = Vec::new();
     for n in &m.nodes {
@@ -254,12 +293,25 @@ fn encode(m: &RawModel) -> Vec<u8> {
         for (an, av) in &n.attrs {
             let an = an.as_deref().map(|s| fbb.create_string(s));
             let (ty, val) = encode_attr_value(&mut fbb, av);
-            attrs.push(fb::Attr::create(&mut fbb, &fb::AttrArgs { name: an, value_type: ty, value: val }));
+            attrs.push(fb::Attr::create(
+                &mut fbb,
+                &fb::AttrArgs {
+                    name: an,
+                    value_type: ty,
+                    value: val,
+                },
+            ));
         }
         let attrs = fbb.create_vector(&attrs);
         nodes.push(fb::Node::create(
             &mut fbb,
-            &fb::NodeArgs { name, op, inputs: Some(inputs), outputs: Some(outputs), attrs: Some(attrs) },
+            &fb::NodeArgs {
+                name,
+                op,
+                inputs: Some(inputs),
+                outputs: Some(outputs),
+                attrs: Some(attrs),
+            },
         ));
     }
     let nodes = fbb.create_vector(&nodes);
@@ -269,7 +321,13 @@ fn encode(m: &RawModel) -> Vec<u8> {
     for (k, v) in &m.metadata {
         let key = fbb.create_string(k);
         let value = fbb.create_string(v);
-        md.push(fb::KeyValue::create(&mut fbb, &fb::KeyValueArgs { key: Some(key), value: Some(value) }));
+        md.push(fb::KeyValue::create(
+            &mut fbb,
+            &fb::KeyValueArgs {
+                key: Some(key),
+                value: Some(value),
+            },
+        ));
     }
     let metadata = fbb.create_vector(&md);
     let state = m.state.as_ref().map(|entries| {
@@ -280,7 +338,10 @@ fn encode(m: &RawModel) -> Vec<u8> {
             let ts = fbb.create_vector(&ts);
             out.push(fb::NamedTensorList::create(
                 &mut fbb,
-                &fb::NamedTensorListArgs { name: Some(name), tensors: Some(ts) },
+                &fb::NamedTensorListArgs {
+                    name: Some(name),
+                    tensors: Some(ts),
+                },
             ));
         }
         fbb.create_vector(&out)
@@ -305,7 +366,11 @@ fn encode(m: &RawModel) -> Vec<u8> {
 
 fn random(rng: &mut Rng, dims: &[usize]) -> Tensor {
     let n: usize = dims.iter().product();
-    Tensor::from_vec(dims, (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect()).unwrap()
+    Tensor::from_vec(
+        dims,
+        (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect(),
+    )
+    .unwrap()
 }
 
 /// x [1,6,6,3] -> conv 3x3 SAME (trainable w, b) -> relu6 -> * scale -> + skip 1x1 conv ->
@@ -315,22 +380,69 @@ fn sample_graph(rng: &mut Rng) -> Graph {
     let x = b.input("x", DType::F32, &[1, 6, 6, 3]).unwrap();
     let w = b.parameter("w", random(rng, &[4, 3, 3, 3])).unwrap();
     let bias = b.parameter("bias", random(rng, &[4])).unwrap();
-    let conv = Conv2d { padding: Padding::Same, ..Default::default() };
+    let conv = Conv2d {
+        padding: Padding::Same,
+        ..Default::default()
+    };
     let c = b.node1("conv", conv, &[x, w, bias]).unwrap();
-    let r = b.node1("relu6", Activation { kind: ActivationKind::Relu6 }, &[c]).unwrap();
+    let r = b
+        .node1(
+            "relu6",
+            Activation {
+                kind: ActivationKind::Relu6,
+            },
+            &[c],
+        )
+        .unwrap();
     let s = b.constant("scale", random(rng, &[4])).unwrap();
-    let m = b.node1("mul", Binary { kind: BinaryKind::Mul }, &[r, s]).unwrap();
+    let m = b
+        .node1(
+            "mul",
+            Binary {
+                kind: BinaryKind::Mul,
+            },
+            &[r, s],
+        )
+        .unwrap();
     let w2 = b.parameter("w_skip", random(rng, &[4, 1, 1, 3])).unwrap();
-    let fused = Conv2d { act: Some(ActivationKind::LeakyRelu(0.25)), ..Default::default() };
+    let fused = Conv2d {
+        act: Some(ActivationKind::LeakyRelu(0.25)),
+        ..Default::default()
+    };
     let k = b.node1("skip", fused, &[x, w2]).unwrap();
-    let y = b.node1("prob", Binary { kind: BinaryKind::Add }, &[m, k]).unwrap();
+    let y = b
+        .node1(
+            "prob",
+            Binary {
+                kind: BinaryKind::Add,
+            },
+            &[m, k],
+        )
+        .unwrap();
     let q = b
-        .constant("qweight", Tensor::from_vec(&[3, 2], vec![-128i8, -1, 0, 1, 7, 127]).unwrap())
+        .constant(
+            "qweight",
+            Tensor::from_vec(&[3, 2], vec![-128i8, -1, 0, 1, 7, 127]).unwrap(),
+        )
         .unwrap();
-    b.set_quant(q, Some(QuantParams { scale: vec![0.5, 0.25, 0.125], zero_point: vec![0, -3, 5], axis: Some(0) }))
-        .unwrap();
-    b.set_quant(r, Some(QuantParams { scale: vec![6.0 / 255.0], zero_point: vec![-128], axis: None }))
-        .unwrap();
+    b.set_quant(
+        q,
+        Some(QuantParams {
+            scale: vec![0.5, 0.25, 0.125],
+            zero_point: vec![0, -3, 5],
+            axis: Some(0),
+        }),
+    )
+    .unwrap();
+    b.set_quant(
+        r,
+        Some(QuantParams {
+            scale: vec![6.0 / 255.0],
+            zero_point: vec![-128],
+            axis: None,
+        }),
+    )
+    .unwrap();
     b.output(y).unwrap();
     b.output(r).unwrap();
     b.metadata("producer", "spore tests");
@@ -351,7 +463,10 @@ fn expect_graph_file<T: std::fmt::Debug>(r: spore::Result<T>, needle: &str) {
             let msg = e.to_string();
             assert_eq!(e.code().as_i32(), -200, "wrong code for: {msg}");
             assert!(matches!(e, Error::GraphFile { .. }), "not GraphFile: {e:?}");
-            assert!(msg.contains(needle), "message `{msg}` does not contain `{needle}`");
+            assert!(
+                msg.contains(needle),
+                "message `{msg}` does not contain `{needle}`"
+            );
         }
     }
 }
@@ -364,11 +479,17 @@ fn load_edited(edit: impl FnOnce(&mut RawModel)) -> spore::Result<Graph> {
 }
 
 fn tensor_index(raw: &RawModel, name: &str) -> usize {
-    raw.tensors.iter().position(|t| t.name.as_deref() == Some(name)).unwrap()
+    raw.tensors
+        .iter()
+        .position(|t| t.name.as_deref() == Some(name))
+        .unwrap()
 }
 
 fn node_index(raw: &RawModel, name: &str) -> usize {
-    raw.nodes.iter().position(|n| n.name.as_deref() == Some(name)).unwrap()
+    raw.nodes
+        .iter()
+        .position(|n| n.name.as_deref() == Some(name))
+        .unwrap()
 }
 
 // ---- round trips ----------------------------------------------------------------------------
@@ -378,18 +499,32 @@ fn round_trip_is_exact_and_deterministic() {
     let g = sample_graph(&mut Rng::new(seed("format/round_trip")));
     let bytes = format::save(&g).unwrap();
     assert_eq!(&bytes[8..12], b"SPOR");
-    assert_eq!(u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize, bytes.len() - 4);
+    assert_eq!(
+        u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize,
+        bytes.len() - 4
+    );
     let back = format::load(&bytes).unwrap();
     assert_eq!(back, g);
-    assert_eq!(format::save(&back).unwrap(), bytes, "re-saving must give identical bytes");
-    assert_eq!(format::save(&g).unwrap(), bytes, "saving twice must give identical bytes");
+    assert_eq!(
+        format::save(&back).unwrap(),
+        bytes,
+        "re-saving must give identical bytes"
+    );
+    assert_eq!(
+        format::save(&g).unwrap(),
+        bytes,
+        "saving twice must give identical bytes"
+    );
     assert_eq!(Graph::from_bytes(&g.to_bytes().unwrap()).unwrap(), g);
 }
 
 #[test]
 fn metadata_trainable_flags_and_quant_round_trip() {
     let g = format::load(&sample_bytes()).unwrap();
-    assert_eq!(g.metadata().get("producer").map(String::as_str), Some("spore tests"));
+    assert_eq!(
+        g.metadata().get("producer").map(String::as_str),
+        Some("spore tests")
+    );
     assert_eq!(g.metadata().len(), 2);
     let trainable = |name: &str| match &g.value(g.value_by_name(name).unwrap()).unwrap().kind {
         ValueKind::Constant { trainable, .. } => *trainable,
@@ -401,7 +536,11 @@ fn metadata_trainable_flags_and_quant_round_trip() {
     assert_eq!(q.fact.dtype, DType::I8);
     assert_eq!(
         q.fact.quant,
-        Some(QuantParams { scale: vec![0.5, 0.25, 0.125], zero_point: vec![0, -3, 5], axis: Some(0) })
+        Some(QuantParams {
+            scale: vec![0.5, 0.25, 0.125],
+            zero_point: vec![0, -3, 5],
+            axis: Some(0)
+        })
     );
     match &q.kind {
         ValueKind::Constant { data, .. } => {
@@ -410,7 +549,10 @@ fn metadata_trainable_flags_and_quant_round_trip() {
         other => panic!("{other:?}"),
     }
     let r = g.value(g.value_by_name("relu6").unwrap()).unwrap();
-    assert_eq!(r.fact.quant.as_ref().map(|q| q.zero_point.clone()), Some(vec![-128]));
+    assert_eq!(
+        r.fact.quant.as_ref().map(|q| q.zero_point.clone()),
+        Some(vec![-128])
+    );
     assert_eq!(g.outputs().len(), 2);
     assert_eq!(g.inputs(), &[ValueId(0)]);
 }
@@ -449,7 +591,12 @@ fn every_op_case_round_trips() {
         let bytes = format::save(&g).unwrap_or_else(|e| panic!("{}: save: {e}", case.name));
         let back = format::load(&bytes).unwrap_or_else(|e| panic!("{}: load: {e}", case.name));
         assert_eq!(back, g, "{}: the loaded graph differs", case.name);
-        assert_eq!(format::save(&back).unwrap(), bytes, "{}: bytes differ", case.name);
+        assert_eq!(
+            format::save(&back).unwrap(),
+            bytes,
+            "{}: bytes differ",
+            case.name
+        );
     }
 }
 
@@ -458,15 +605,30 @@ fn checkpoint_round_trips_optimizer_state() {
     let g = sample_graph(&mut Rng::new(3));
     let mut rng = Rng::new(4);
     let state = vec![
-        StateEntry { name: "w".into(), tensors: vec![random(&mut rng, &[4, 3, 3, 3]), random(&mut rng, &[4, 3, 3, 3])] },
-        StateEntry { name: "step".into(), tensors: vec![Tensor::scalar(17i32)] },
-        StateEntry { name: "empty".into(), tensors: vec![] },
+        StateEntry {
+            name: "w".into(),
+            tensors: vec![
+                random(&mut rng, &[4, 3, 3, 3]),
+                random(&mut rng, &[4, 3, 3, 3]),
+            ],
+        },
+        StateEntry {
+            name: "step".into(),
+            tensors: vec![Tensor::scalar(17i32)],
+        },
+        StateEntry {
+            name: "empty".into(),
+            tensors: vec![],
+        },
     ];
     let bytes = format::save_checkpoint(&g, &state).unwrap();
     let cp = format::load_checkpoint(&bytes).unwrap();
     assert_eq!(cp.graph, g);
     assert_eq!(cp.optimizer_state, state);
-    assert_eq!(format::save_checkpoint(&cp.graph, &cp.optimizer_state).unwrap(), bytes);
+    assert_eq!(
+        format::save_checkpoint(&cp.graph, &cp.optimizer_state).unwrap(),
+        bytes
+    );
     // A plain load reads the graph and drops the state.
     assert_eq!(format::load(&bytes).unwrap(), g);
     // A plain model has no state section at all.
@@ -474,9 +636,21 @@ fn checkpoint_round_trips_optimizer_state() {
 
     let dup = vec![state[1].clone(), state[1].clone()];
     let mut raw = decode(&format::save_checkpoint(&g, &dup).unwrap());
-    expect_graph_file(format::load_checkpoint(&encode(&raw)), "optimizer state `step` appears twice");
-    raw.state = Some(vec![("m".into(), vec![RawTensor { data: Some(vec![0; 3]), ..raw_const() }])]);
-    expect_graph_file(format::load_checkpoint(&encode(&raw)), "optimizer state `m` tensor 0: 3 data bytes");
+    expect_graph_file(
+        format::load_checkpoint(&encode(&raw)),
+        "optimizer state `step` appears twice",
+    );
+    raw.state = Some(vec![(
+        "m".into(),
+        vec![RawTensor {
+            data: Some(vec![0; 3]),
+            ..raw_const()
+        }],
+    )]);
+    expect_graph_file(
+        format::load_checkpoint(&encode(&raw)),
+        "optimizer state `m` tensor 0: 3 data bytes",
+    );
 }
 
 fn raw_const() -> RawTensor {
@@ -498,7 +672,15 @@ fn a_long_chain_round_trips_under_the_default_limits() {
     let mut b = GraphBuilder::new();
     let mut v = b.input("x", DType::F32, &[2]).unwrap();
     for i in 0..3000 {
-        v = b.node1(&format!("a{i}"), Activation { kind: ActivationKind::LeakyRelu(0.5) }, &[v]).unwrap();
+        v = b
+            .node1(
+                &format!("a{i}"),
+                Activation {
+                    kind: ActivationKind::LeakyRelu(0.5),
+                },
+                &[v],
+            )
+            .unwrap();
     }
     b.output(v).unwrap();
     let g = b.build().unwrap();
@@ -507,13 +689,25 @@ fn a_long_chain_round_trips_under_the_default_limits() {
     // The smallest factor this file passes with, for the record in `Limits`' docs.
     let min_factor = (1..=8)
         .find(|&f| {
-            let limits = Limits { max_apparent_size_factor: f, ..Limits::default() };
+            let limits = Limits {
+                max_apparent_size_factor: f,
+                ..Limits::default()
+            };
             format::load_with_limits(&bytes, &limits).is_ok()
         })
         .unwrap();
-    println!("chain of 3000 nodes: {} bytes, passes with apparent-size factor {min_factor}", bytes.len());
-    let limits = Limits { max_nodes: 100, ..Limits::default() };
-    expect_graph_file(format::load_with_limits(&bytes, &limits), "3000 nodes, more than the limit of 100");
+    println!(
+        "chain of 3000 nodes: {} bytes, passes with apparent-size factor {min_factor}",
+        bytes.len()
+    );
+    let limits = Limits {
+        max_nodes: 100,
+        ..Limits::default()
+    };
+    expect_graph_file(
+        format::load_with_limits(&bytes, &limits),
+        "3000 nodes, more than the limit of 100",
+    );
 }
 
 #[test]
@@ -525,7 +719,11 @@ fn file_helpers_round_trip() {
     format::save_file(&g, &path).unwrap();
     assert_eq!(format::load_file(&path).unwrap(), g);
     std::fs::remove_dir_all(&dir).unwrap();
-    assert_eq!(format::load_file(&path).unwrap_err().code().as_i32(), -1, "a missing file is an I/O error");
+    assert_eq!(
+        format::load_file(&path).unwrap_err().code().as_i32(),
+        -1,
+        "a missing file is an I/O error"
+    );
 }
 
 // ---- refusals -------------------------------------------------------------------------------
@@ -545,10 +743,15 @@ fn truncation_at_every_length_is_refused() {
     let bytes = sample_bytes();
     for len in 0..bytes.len() {
         let r = format::load(&bytes[..len]);
-        let e = r.err().unwrap_or_else(|| panic!("truncated to {len} bytes but loaded"));
+        let e = r
+            .err()
+            .unwrap_or_else(|| panic!("truncated to {len} bytes but loaded"));
         assert_eq!(e.code().as_i32(), -200, "truncated to {len}: {e}");
     }
-    expect_graph_file(format::load(&bytes[..bytes.len() - 1]), "the file is truncated");
+    expect_graph_file(
+        format::load(&bytes[..bytes.len() - 1]),
+        "the file is truncated",
+    );
     let mut longer = bytes.clone();
     longer.extend_from_slice(&[0; 8]);
     expect_graph_file(format::load(&longer), "the file is followed by extra bytes");
@@ -577,14 +780,20 @@ fn every_single_bit_flip_loads_or_errors_never_panics() {
             Err(_) => panic!("flipping bit {bit} made `load` panic"),
         }
     }
-    println!("{} bit flips: {ok} still load (data, padding), {refused} refused", bytes.len() * 8);
+    println!(
+        "{} bit flips: {ok} still load (data, padding), {refused} refused",
+        bytes.len() * 8
+    );
     assert!(refused > 0);
 }
 
 #[test]
 fn unsupported_version_names_both_versions() {
     let r = load_edited(|m| m.version = 2);
-    expect_graph_file(r, "unsupported format version 2: this build of Spore reads version 1");
+    expect_graph_file(
+        r,
+        "unsupported format version 2: this build of Spore reads version 1",
+    );
     expect_graph_file(load_edited(|m| m.version = 0), "format version 0");
 }
 
@@ -604,8 +813,14 @@ fn out_of_range_indices_are_refused() {
         }),
         "node `conv` output #0 is tensor index 4294967295",
     );
-    expect_graph_file(load_edited(|m| m.outputs = vec![100]), "graph output #0 is tensor index 100");
-    expect_graph_file(load_edited(|m| m.inputs = vec![77]), "graph input #0 is tensor index 77");
+    expect_graph_file(
+        load_edited(|m| m.outputs = vec![100]),
+        "graph output #0 is tensor index 100",
+    );
+    expect_graph_file(
+        load_edited(|m| m.inputs = vec![77]),
+        "graph input #0 is tensor index 77",
+    );
 }
 
 #[test]
@@ -633,7 +848,10 @@ fn producers_inputs_and_outputs_are_checked() {
         }),
         "activation tensor 8 `skip` is produced by no node",
     );
-    expect_graph_file(load_edited(|m| m.nodes.swap(0, 1)), "nodes are out of order");
+    expect_graph_file(
+        load_edited(|m| m.nodes.swap(0, 1)),
+        "nodes are out of order",
+    );
     expect_graph_file(
         load_edited(|m| {
             let j = node_index(m, "conv");
@@ -642,9 +860,18 @@ fn producers_inputs_and_outputs_are_checked() {
         }),
         "node `conv` reads tensor 5 `scale`, which is not defined before the node",
     );
-    expect_graph_file(load_edited(|m| m.inputs.clear()), "input tensor 0 `x` is missing from the graph inputs");
-    expect_graph_file(load_edited(|m| m.inputs = vec![1]), "graph input #0 is tensor 1 `w`, a constant tensor");
-    expect_graph_file(load_edited(|m| m.outputs.clear()), "the graph has no outputs");
+    expect_graph_file(
+        load_edited(|m| m.inputs.clear()),
+        "input tensor 0 `x` is missing from the graph inputs",
+    );
+    expect_graph_file(
+        load_edited(|m| m.inputs = vec![1]),
+        "graph input #0 is tensor 1 `w`, a constant tensor",
+    );
+    expect_graph_file(
+        load_edited(|m| m.outputs.clear()),
+        "the graph has no outputs",
+    );
     expect_graph_file(
         load_edited(|m| m.outputs.push(m.outputs[0])),
         "graph output #2: tensor 9 `prob` is listed twice",
@@ -703,9 +930,18 @@ fn tensor_declarations_are_checked() {
         load_edited(|m| m.tensors[0].data = Some(vec![0; 432])),
         "tensor 0 `x`: an input tensor must not carry data, found 432 bytes",
     );
-    expect_graph_file(load_edited(|m| m.tensors[0].trainable = true), "only constants can be trainable");
-    expect_graph_file(load_edited(|m| m.tensors[0].dtype = 9), "tensor 0 `x`: unknown dtype code 9");
-    expect_graph_file(load_edited(|m| m.tensors[0].kind = 3), "tensor 0 `x`: unknown tensor kind code 3");
+    expect_graph_file(
+        load_edited(|m| m.tensors[0].trainable = true),
+        "only constants can be trainable",
+    );
+    expect_graph_file(
+        load_edited(|m| m.tensors[0].dtype = 9),
+        "tensor 0 `x`: unknown dtype code 9",
+    );
+    expect_graph_file(
+        load_edited(|m| m.tensors[0].kind = 3),
+        "tensor 0 `x`: unknown tensor kind code 3",
+    );
     expect_graph_file(
         load_edited(|m| m.tensors[0].shape = vec![1; 9]),
         "tensor 0 `x`: rank 9 exceeds the limit of 8",
@@ -749,13 +985,22 @@ fn huge_declared_shapes_error_without_allocating() {
         "dimension 1099511627776",
     );
     // Many tensors each within the per-tensor cap still hit the total cap.
-    let limits = Limits { max_total_elements: 500, ..Limits::default() };
+    let limits = Limits {
+        max_total_elements: 500,
+        ..Limits::default()
+    };
     expect_graph_file(
         format::load_with_limits(&sample_bytes(), &limits),
         "more than the limit of 500 elements over all tensors",
     );
-    let limits = Limits { max_rank: 2, ..Limits::default() };
-    expect_graph_file(format::load_with_limits(&sample_bytes(), &limits), "rank 4 exceeds the limit of 2");
+    let limits = Limits {
+        max_rank: 2,
+        ..Limits::default()
+    };
+    expect_graph_file(
+        format::load_with_limits(&sample_bytes(), &limits),
+        "rank 4 exceeds the limit of 2",
+    );
     // `save` applies the same limits, so it never writes a file `load` refuses.
     expect_graph_file(
         format::save_with_limits(&sample_graph(&mut Rng::new(1)), &limits),
@@ -836,7 +1081,11 @@ fn ops_and_attributes_are_checked() {
     expect_graph_file(
         load_edited(|m| {
             let j = node_index(m, "conv");
-            let a = m.nodes[j].attrs.iter_mut().find(|(n, _)| n.as_deref() == Some("strides")).unwrap();
+            let a = m.nodes[j]
+                .attrs
+                .iter_mut()
+                .find(|(n, _)| n.as_deref() == Some("strides"))
+                .unwrap();
             a.1 = RawAttrValue::Ints(vec![0, 1]);
         }),
         "invalid attribute `strides`: must be positive",
@@ -844,7 +1093,11 @@ fn ops_and_attributes_are_checked() {
     expect_graph_file(
         load_edited(|m| {
             let j = node_index(m, "conv");
-            let a = m.nodes[j].attrs.iter_mut().find(|(n, _)| n.as_deref() == Some("groups")).unwrap();
+            let a = m.nodes[j]
+                .attrs
+                .iter_mut()
+                .find(|(n, _)| n.as_deref() == Some("groups"))
+                .unwrap();
             a.1 = RawAttrValue::Float(1.5);
         }),
         "invalid attribute `groups`: expected an integer",
@@ -852,7 +1105,9 @@ fn ops_and_attributes_are_checked() {
     expect_graph_file(
         load_edited(|m| {
             let j = node_index(m, "conv");
-            m.nodes[j].attrs.retain(|(n, _)| n.as_deref() != Some("padding"));
+            m.nodes[j]
+                .attrs
+                .retain(|(n, _)| n.as_deref() != Some("padding"));
         }),
         "invalid attribute `padding`: missing",
     );
@@ -889,12 +1144,15 @@ fn ops_and_attributes_are_checked() {
 
 // ---- fuzz smoke -------------------------------------------------------------------------------
 
-/// Seed corpus: valid models of several shapes (also written to `tools/fuzz/corpus` by hand
-/// when refreshing it; see tools/fuzz/README.md).
+/// Seed corpus: valid models of several shapes, one per few op cases. The same files seed
+/// cargo-fuzz (`tools/fuzz/seeds`, see tools/fuzz/README.md).
 fn corpus() -> Vec<Vec<u8>> {
     let mut out = vec![sample_bytes()];
     let g = sample_graph(&mut Rng::new(11));
-    let state = vec![StateEntry { name: "w".into(), tensors: vec![Tensor::scalar(1.5f32)] }];
+    let state = vec![StateEntry {
+        name: "w".into(),
+        tensors: vec![Tensor::scalar(1.5f32)],
+    }];
     out.push(format::save_checkpoint(&g, &state).unwrap());
     let mut rng = Rng::new(12);
     for case in Op::all_cases(&mut rng).unwrap().into_iter().step_by(7) {
@@ -919,6 +1177,9 @@ fn corpus() -> Vec<Vec<u8>> {
     out
 }
 
+/// Mutated inputs per smoke run: ~0.5 s in the test profile.
+const MUTATIONS: usize = 20_000;
+
 #[test]
 fn format_fuzz_smoke() {
     // The cargo-fuzz target's body over the corpus and deterministic mutations of it: bit
@@ -926,7 +1187,25 @@ fn format_fuzz_smoke() {
     // duplicated ranges. `fuzz_one` returns Err on a broken round-trip property; a panic
     // inside `load` fails this test too. See tools/fuzz/README.md for why this runs here.
     let corpus = corpus();
-    let mut rng = Rng::new(seed("format/fuzz_smoke"));
+    // Refreshes cargo-fuzz's committed seeds: SPORE_FUZZ_SEEDS_OUT=tools/fuzz/seeds.
+    if let Ok(dir) = std::env::var("SPORE_FUZZ_SEEDS_OUT") {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, c) in corpus.iter().enumerate() {
+            std::fs::write(
+                std::path::Path::new(&dir).join(format!("seed_{i:02}.spore")),
+                c,
+            )
+            .unwrap();
+        }
+    }
+    // Deterministic by default, so CI runs the same inputs every time; SPORE_TEST_SEED
+    // explores others.
+    let s = std::env::var("SPORE_TEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5EED);
+    println!("format/fuzz_smoke: SPORE_TEST_SEED={s}");
+    let mut rng = Rng::new(s);
     let interesting: [u8; 8] = [0x00, 0xff, 0x7f, 0x80, 0x01, 0x08, 0x10, 0x40];
     let mut runs = 0usize;
     let mut loaded = 0usize;
@@ -935,7 +1214,10 @@ fn format_fuzz_smoke() {
         let r = std::panic::catch_unwind(|| format::fuzz_one(data));
         match r {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("fuzz_one found a broken property on {} bytes: {e}", data.len()),
+            Ok(Err(e)) => panic!(
+                "fuzz_one found a broken property on {} bytes: {e}",
+                data.len()
+            ),
             Err(_) => panic!("fuzz_one panicked on {} bytes: {:02x?}", data.len(), data),
         }
         if format::load_checkpoint(data).is_ok() {
@@ -947,7 +1229,7 @@ fn format_fuzz_smoke() {
     }
     // `Rng::range` is inclusive; `pick(n)` is uniform in 0..n.
     let mut pick = |n: usize| rng.range(0, n.saturating_sub(1));
-    for _ in 0..4000 {
+    for _ in 0..MUTATIONS {
         let a = &corpus[pick(corpus.len())];
         let mut m = a.clone();
         match pick(6) {
@@ -985,5 +1267,5 @@ fn format_fuzz_smoke() {
         check(&m);
     }
     println!("format fuzz smoke: {runs} inputs, {loaded} loaded, the rest refused with -200");
-    assert!(runs > 4000);
+    assert!(runs > MUTATIONS);
 }

@@ -5,6 +5,7 @@
 mod common;
 mod conformance;
 mod format;
+mod golden;
 mod gpu_smoke;
 mod mnist;
 mod models;

@@ -241,16 +241,9 @@ const LENET_TORCH: [(&str, &[usize]); 10] = [
 ];
 
 /// PyTorch semantics, NCHW: conv (OIHW, symmetric padding), bias, relu.
-fn conv_nchw(
-    x: &[f32],
-    c: usize,
-    h: usize,
-    w: &[f32],
-    b: &[f32],
-    o: usize,
-    k: usize,
-    pad: usize,
-) -> (Vec<f32>, usize) {
+fn conv_nchw(x: &[f32], c: usize, h: usize, w: &[f32], b: &[f32], pad: usize) -> (Vec<f32>, usize) {
+    let o = b.len();
+    let k = ((w.len() / (o * c)) as f64).sqrt() as usize;
     let oh = h + 2 * pad - k + 1;
     let mut y = vec![0f32; o * oh * oh];
     for oc in 0..o {
@@ -311,9 +304,9 @@ fn linear(x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
 
 /// LeNet-5 as the PyTorch module computes it, on one NCHW image.
 fn torch_lenet(sd: &HashMap<&str, Vec<f32>>, img: &[f32]) -> Vec<f32> {
-    let (x, h) = conv_nchw(img, 1, 28, &sd["conv1.weight"], &sd["conv1.bias"], 6, 5, 2);
+    let (x, h) = conv_nchw(img, 1, 28, &sd["conv1.weight"], &sd["conv1.bias"], 2);
     let (x, h) = maxpool2_nchw(&x, 6, h);
-    let (x, h) = conv_nchw(&x, 6, h, &sd["conv2.weight"], &sd["conv2.bias"], 16, 5, 0);
+    let (x, h) = conv_nchw(&x, 6, h, &sd["conv2.weight"], &sd["conv2.bias"], 0);
     let (x, _) = maxpool2_nchw(&x, 16, h);
     // x.flatten(1) on NCHW: (c, h, w) order, exactly this buffer.
     let x = linear(&x, &sd["fc1.weight"], &sd["fc1.bias"], true);
@@ -396,6 +389,94 @@ fn mobilenet_v2_has_torchvision_state_dict_keys() {
         .count();
     assert_eq!(constants, 262);
     assert_eq!(torch::export_state_dict(&g).unwrap().len(), 262);
+}
+
+#[test]
+fn other_zoo_models_have_torchvision_keys() {
+    let cases: [(Arch, &[&str]); 5] = [
+        (
+            Arch::MobileNetV3Large,
+            &[
+                "features.0.0.weight",
+                "features.1.block.0.0.weight", // no expansion: depthwise first
+                "features.4.block.2.fc1.weight",
+                "features.4.block.2.fc2.bias",
+                "features.4.block.3.1.running_var",
+                "features.16.0.weight",
+                "classifier.0.weight",
+                "classifier.3.bias",
+            ],
+        ),
+        (
+            Arch::MobileNetV3Small,
+            &[
+                "features.1.block.1.fc1.weight",
+                "features.11.block.3.0.weight",
+            ],
+        ),
+        (
+            Arch::EfficientNetB0,
+            &[
+                "features.1.0.block.0.0.weight",
+                "features.1.0.block.1.fc1.weight",
+                "features.1.0.block.2.1.running_mean",
+                "features.2.0.block.0.0.weight",
+                "features.6.3.block.3.0.weight",
+                "features.8.0.weight",
+                "classifier.1.weight",
+            ],
+        ),
+        (
+            Arch::ResNet50,
+            &[
+                "conv1.weight",
+                "bn1.bias",
+                "layer1.0.downsample.0.weight",
+                "layer4.2.bn3.running_var",
+                "fc.bias",
+            ],
+        ),
+        (
+            Arch::AlexNet,
+            &[
+                "features.0.weight",
+                "features.10.bias",
+                "classifier.1.weight",
+                "classifier.6.bias",
+            ],
+        ),
+    ];
+    for (arch, keys) in cases {
+        let g = arch.build(&small(arch)).unwrap();
+        for key in keys {
+            assert!(
+                g.value_by_name(key).is_some(),
+                "{}: no `{key}`",
+                arch.name()
+            );
+        }
+    }
+    // AlexNet's first Linear reads a flattened NHWC map: the importer must permute it.
+    let g = models::alexnet(&small(Arch::AlexNet)).unwrap();
+    assert_eq!(
+        g.metadata()
+            .get(&torch::layout_key("classifier.1.weight"))
+            .map(String::as_str),
+        Some("linear_from_nhwc:6,6,64")
+    );
+}
+
+#[test]
+fn zoo_graphs_resize_to_another_batch() {
+    let g = models::mobilenet_v3_small(&ModelConfig::new(32, 3, 10).width(0.5)).unwrap();
+    let mut s = Session::new(&Context::cpu(), &Model::from_graph(g)).unwrap();
+    s.resize(&[("data", &[3, 32, 32, 3])]).unwrap();
+    s.input_by_tensor_name("data")
+        .unwrap()
+        .copy_from_slice(&random(&mut Rng::new(4), 3 * 32 * 32 * 3, 1.0))
+        .unwrap();
+    s.run().unwrap();
+    assert_eq!(s.output_by_tensor_name("logits").unwrap().dims(), &[3, 10]);
 }
 
 #[test]

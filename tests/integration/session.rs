@@ -12,7 +12,11 @@ use spore::{DType, Error, Tensor};
 
 fn random(rng: &mut Rng, dims: &[usize]) -> Tensor {
     let n: usize = dims.iter().product();
-    Tensor::from_vec(dims, (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect()).unwrap()
+    Tensor::from_vec(
+        dims,
+        (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect(),
+    )
+    .unwrap()
 }
 
 /// data [n,6,6,3] -> conv 3x3 SAME (4 ch) -> relu -> + skip(1x1 conv) -> "prob"
@@ -22,17 +26,39 @@ fn model(rng: &mut Rng, batch: usize) -> Model {
     let w1 = b.parameter("w1", random(rng, &[4, 3, 3, 3])).unwrap();
     let b1 = b.parameter("b1", random(rng, &[4])).unwrap();
     let w2 = b.parameter("w2", random(rng, &[4, 1, 1, 3])).unwrap();
-    let same = Conv2d { padding: Padding::Same, ..Default::default() };
+    let same = Conv2d {
+        padding: Padding::Same,
+        ..Default::default()
+    };
     let c1 = b.node1("conv1", same.clone(), &[x, w1, b1]).unwrap();
-    let r = b.node1("relu1", Activation { kind: ActivationKind::Relu }, &[c1]).unwrap();
+    let r = b
+        .node1(
+            "relu1",
+            Activation {
+                kind: ActivationKind::Relu,
+            },
+            &[c1],
+        )
+        .unwrap();
     let c2 = b.node1("skip", Conv2d::default(), &[x, w2]).unwrap();
-    let y = b.node1("prob", Binary { kind: BinaryKind::Add }, &[r, c2]).unwrap();
+    let y = b
+        .node1(
+            "prob",
+            Binary {
+                kind: BinaryKind::Add,
+            },
+            &[r, c2],
+        )
+        .unwrap();
     b.output(y).unwrap();
     Model::from_graph(b.build().unwrap())
 }
 
 fn cpu_ctx() -> Context {
-    Context::builder().devices([Device::Cpu(CpuOptions { threads: 1 })]).build().unwrap()
+    Context::builder()
+        .devices([Device::Cpu(CpuOptions { threads: 1 })])
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -43,9 +69,15 @@ fn names_run_and_outputs() {
     assert_eq!(s.inputs().len(), 1);
     assert_eq!(s.inputs()[0].0, "data");
     assert_eq!(s.output_tensor_names(), vec!["prob".to_string()]);
-    assert!(s.output_by_tensor_name("prob").is_err(), "no output before the first run");
+    assert!(
+        s.output_by_tensor_name("prob").is_err(),
+        "no output before the first run"
+    );
     let x = random(&mut rng, &[2, 6, 6, 3]);
-    s.input_by_tensor_name("data").unwrap().copy_from_slice(x.as_slice::<f32>().unwrap()).unwrap();
+    s.input_by_tensor_name("data")
+        .unwrap()
+        .copy_from_slice(x.as_slice::<f32>().unwrap())
+        .unwrap();
     s.run().unwrap();
     let y = s.output_by_tensor_name("prob").unwrap();
     assert_eq!(y.dims(), &[2, 6, 6, 4]);
@@ -55,16 +87,40 @@ fn names_run_and_outputs() {
         spore::graph::ValueKind::Constant { data, .. } => (**data).clone(),
         _ => unreachable!(),
     };
-    let same = Conv2d { padding: Padding::Same, ..Default::default() };
-    let c1 = same.clone().into_op().eval_ref(&[&x, &c("w1"), &c("b1")]).unwrap().remove(0);
+    let same = Conv2d {
+        padding: Padding::Same,
+        ..Default::default()
+    };
+    let c1 = same
+        .clone()
+        .into_op()
+        .eval_ref(&[&x, &c("w1"), &c("b1")])
+        .unwrap()
+        .remove(0);
     let r = c1.map_f32(|v| v.max(0.0)).unwrap();
-    let c2 = Conv2d::default().into_op().eval_ref(&[&x, &c("w2")]).unwrap().remove(0);
-    let want: Vec<f32> = r.as_slice::<f32>().unwrap().iter().zip(c2.as_slice::<f32>().unwrap()).map(|(a, b)| a + b).collect();
+    let c2 = Conv2d::default()
+        .into_op()
+        .eval_ref(&[&x, &c("w2")])
+        .unwrap()
+        .remove(0);
+    let want: Vec<f32> = r
+        .as_slice::<f32>()
+        .unwrap()
+        .iter()
+        .zip(c2.as_slice::<f32>().unwrap())
+        .map(|(a, b)| a + b)
+        .collect();
     assert_eq!(y.as_slice::<f32>().unwrap(), want.as_slice());
     assert_eq!(s.outputs().unwrap().len(), 1);
     // Unknown names are errors with the right code.
-    assert_eq!(s.input_by_tensor_name("nope").unwrap_err().code().as_i32(), -2);
-    assert_eq!(s.output_by_tensor_name("nope").unwrap_err().code().as_i32(), -2);
+    assert_eq!(
+        s.input_by_tensor_name("nope").unwrap_err().code().as_i32(),
+        -2
+    );
+    assert_eq!(
+        s.output_by_tensor_name("nope").unwrap_err().code().as_i32(),
+        -2
+    );
 }
 
 trait IntoOp {
@@ -91,11 +147,16 @@ impl RunObserver for Counter {
     fn before(&mut self, node: &NodeInfo<'_>, inputs: &[&Tensor]) -> Flow {
         self.before.push(format!("{}:{}", node.name, node.op));
         assert_eq!(inputs.is_empty(), !self.tensors);
-        if self.stop_at == Some(node.name) { Flow::Stop } else { Flow::Continue }
+        if self.stop_at == Some(node.name) {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
     }
     fn after(&mut self, _node: &NodeInfo<'_>, outputs: &[&Tensor]) -> Flow {
         self.after += 1;
-        self.seen_output_shapes.extend(outputs.iter().map(|t| t.dims().to_vec()));
+        self.seen_output_shapes
+            .extend(outputs.iter().map(|t| t.dims().to_vec()));
         Flow::Continue
     }
 }
@@ -104,16 +165,39 @@ impl RunObserver for Counter {
 fn callbacks_count_and_stop() {
     let mut rng = Rng::new(seed("session/callbacks"));
     let s = Session::new(&cpu_ctx(), &model(&mut rng, 1)).unwrap();
-    let mut c = Counter { before: vec![], after: 0, stop_at: None, tensors: true, seen_output_shapes: vec![] };
+    let mut c = Counter {
+        before: vec![],
+        after: 0,
+        stop_at: None,
+        tensors: true,
+        seen_output_shapes: vec![],
+    };
     s.run_with(&mut c).unwrap();
-    assert_eq!(c.before, vec!["conv1:conv2d", "relu1:activation", "skip:conv2d", "prob:binary"]);
+    assert_eq!(
+        c.before,
+        vec![
+            "conv1:conv2d",
+            "relu1:activation",
+            "skip:conv2d",
+            "prob:binary"
+        ]
+    );
     assert_eq!(c.after, 4);
     assert_eq!(c.seen_output_shapes[0], vec![1, 6, 6, 4]);
     let first = s.output_by_tensor_name("prob").unwrap();
     // Stopping returns a clear error, keeps the last outputs, and the session still runs.
-    let mut stop = Counter { before: vec![], after: 0, stop_at: Some("skip"), tensors: false, seen_output_shapes: vec![] };
+    let mut stop = Counter {
+        before: vec![],
+        after: 0,
+        stop_at: Some("skip"),
+        tensors: false,
+        seen_output_shapes: vec![],
+    };
     let e = s.run_with(&mut stop).unwrap_err();
-    assert!(matches!(&e, Error::Stopped { node } if node == "skip"), "{e}");
+    assert!(
+        matches!(&e, Error::Stopped { node } if node == "skip"),
+        "{e}"
+    );
     assert_eq!(stop.after, 2);
     assert_eq!(s.output_by_tensor_name("prob").unwrap(), first);
     s.run().unwrap();
@@ -135,7 +219,10 @@ fn reentrant_run_is_refused() {
     }
     let mut rng = Rng::new(seed("session/reentrant"));
     let s = Session::new(&cpu_ctx(), &model(&mut rng, 1)).unwrap();
-    let mut obs = Reenter { session: &s, result: None };
+    let mut obs = Reenter {
+        session: &s,
+        result: None,
+    };
     s.run_with(&mut obs).unwrap();
     let e = obs.result.expect("the nested run must fail");
     assert_eq!(e.code().as_i32(), -102, "{e}");
@@ -155,7 +242,12 @@ fn wrong_inputs_are_refused_without_touching_state() {
     assert_eq!(s.run().unwrap_err().code().as_i32(), -101);
     assert_eq!(s.output_by_tensor_name("prob").unwrap(), before);
     // copy_from_slice of the wrong length is refused too.
-    assert!(s.input_by_tensor_name("data").unwrap().copy_from_slice(&[1.0f32; 3]).is_err());
+    assert!(
+        s.input_by_tensor_name("data")
+            .unwrap()
+            .copy_from_slice(&[1.0f32; 3])
+            .is_err()
+    );
 }
 
 #[test]
@@ -166,7 +258,10 @@ fn resize_changes_the_batch() {
     assert_eq!(s.inputs()[0].1.dims(), &[3, 6, 6, 3]);
     *s.input_by_tensor_name("data").unwrap() = random(&mut rng, &[3, 6, 6, 3]);
     s.run().unwrap();
-    assert_eq!(s.output_by_tensor_name("prob").unwrap().dims(), &[3, 6, 6, 4]);
+    assert_eq!(
+        s.output_by_tensor_name("prob").unwrap().dims(),
+        &[3, 6, 6, 4]
+    );
     // A shape the graph cannot take is an error naming the node, and nothing changes.
     let e = s.resize(&[("data", &[3, 6, 6, 5])]).unwrap_err();
     assert!(e.to_string().contains("conv1"), "{e}");
@@ -205,10 +300,16 @@ fn concurrent_sessions_share_model_and_context() {
 
 #[test]
 fn context_validation() {
-    let e = Context::builder().devices([Device::Cpu(CpuOptions { threads: 100_000 })]).build().unwrap_err();
+    let e = Context::builder()
+        .devices([Device::Cpu(CpuOptions { threads: 100_000 })])
+        .build()
+        .unwrap_err();
     assert_eq!(e.code().as_i32(), -3);
     let e = Context::builder()
-        .devices([Device::Cpu(CpuOptions::default()), Device::Cpu(CpuOptions::default())])
+        .devices([
+            Device::Cpu(CpuOptions::default()),
+            Device::Cpu(CpuOptions::default()),
+        ])
         .build()
         .unwrap_err();
     assert!(e.to_string().contains("twice"));
@@ -224,10 +325,18 @@ fn context_validation() {
 fn ill_typed_graphs_cannot_be_built() {
     let mut b = GraphBuilder::new();
     let x = b.input("x", DType::F32, &[1, 5, 5, 3]).unwrap();
-    let w = b.constant("w", Tensor::zeros(DType::F32, &[4, 3, 3, 2]).unwrap()).unwrap();
+    let w = b
+        .constant("w", Tensor::zeros(DType::F32, &[4, 3, 3, 2]).unwrap())
+        .unwrap();
     let e = b.node1("bad_conv", Conv2d::default(), &[x, w]).unwrap_err();
     assert_eq!(e.code().as_i32(), -500);
     let msg = e.to_string();
-    assert!(msg.contains("bad_conv") && msg.contains("[1, 5, 5, 3]") && msg.contains("[4, 3, 3, 2]"), "{msg}");
-    assert!(b.input("x", DType::F32, &[1]).is_err(), "duplicate names are refused");
+    assert!(
+        msg.contains("bad_conv") && msg.contains("[1, 5, 5, 3]") && msg.contains("[4, 3, 3, 2]"),
+        "{msg}"
+    );
+    assert!(
+        b.input("x", DType::F32, &[1]).is_err(),
+        "duplicate names are refused"
+    );
 }

@@ -10,7 +10,10 @@ pub fn render(graph: &Graph) -> Result<String> {
     let mut s = String::new();
     let fmt_value = |id| -> Result<String> {
         let v = graph.value(id)?;
-        Ok(format!("{:<24} {} {:?}", v.name, v.fact.dtype, v.fact.shape))
+        Ok(format!(
+            "{:<24} {} {:?}",
+            v.name, v.fact.dtype, v.fact.shape
+        ))
     };
     let _ = writeln!(s, "inputs:");
     for &id in graph.inputs() {
@@ -31,10 +34,25 @@ pub fn render(graph: &Graph) -> Result<String> {
         e.1 += f;
     }
     let total: u64 = flops.iter().map(|(_, _, f)| f).sum();
-    let _ = writeln!(s, "nodes: {}   parameters: {}   FLOPs: {} ({:.1} MFLOP)", graph.nodes().len(), graph.parameter_count(), total, total as f64 / 1e6);
-    let _ = writeln!(s, "{:<28} {:>6} {:>14} {:>7}", "op", "nodes", "FLOPs", "share");
+    let _ = writeln!(
+        s,
+        "nodes: {}   parameters: {}   FLOPs: {} ({:.1} MFLOP)",
+        graph.nodes().len(),
+        graph.parameter_count(),
+        total,
+        total as f64 / 1e6
+    );
+    let _ = writeln!(
+        s,
+        "{:<28} {:>6} {:>14} {:>7}",
+        "op", "nodes", "FLOPs", "share"
+    );
     for (op, (count, f)) in &per_op {
-        let share = if total > 0 { 100.0 * *f as f64 / total as f64 } else { 0.0 };
+        let share = if total > 0 {
+            100.0 * *f as f64 / total as f64
+        } else {
+            0.0
+        };
         let _ = writeln!(s, "{op:<28} {count:>6} {f:>14} {share:>6.1}%");
     }
     let _ = writeln!(s, "per node:");

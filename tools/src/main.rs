@@ -46,6 +46,61 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Write a zoo model (random weights, seeded) to a Spore model file.
+    Zoo {
+        /// lenet5, alexnet, resnet18, resnet50, mobilenet_v1, mobilenet_v2,
+        /// mobilenet_v3_small, mobilenet_v3_large, efficientnet_b0.
+        name: String,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Input height = width (default: the architecture's standard size).
+        #[arg(long)]
+        input_size: Option<usize>,
+        /// Output classes (default: the architecture's standard count).
+        #[arg(long)]
+        classes: Option<usize>,
+        /// Channel width multiplier.
+        #[arg(long)]
+        width: Option<f64>,
+        /// Batch size of the `data` input.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Initialisation seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+fn zoo(
+    name: &str,
+    out: &PathBuf,
+    input_size: Option<usize>,
+    classes: Option<usize>,
+    width: Option<f64>,
+    batch: usize,
+    seed: u64,
+) -> spore::Result<()> {
+    let arch = spore::models::Arch::from_name(name)?;
+    let std = arch.standard_config();
+    let cfg = spore::models::ModelConfig {
+        input_size: input_size.unwrap_or(std.input_size),
+        classes: classes.unwrap_or(std.classes),
+        width_multiplier: width.unwrap_or(std.width_multiplier),
+        batch,
+        seed,
+        ..std
+    };
+    let graph = arch.build(&cfg)?;
+    spore::format::save_file(&graph, out)?;
+    println!(
+        "{}: {} nodes, {} parameters -> {}",
+        arch.name(),
+        graph.nodes().len(),
+        graph.parameter_count(),
+        out.display()
+    );
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -62,9 +117,22 @@ fn main() -> ExitCode {
         Command::Inspect { model } => spore::format::load_file(&model)
             .and_then(|g| inspect::render(&g))
             .map(|report| print!("{report}")),
-        Command::Run { model, device, inputs, repeat, out_dir } => {
-            run::run(&model, device, &inputs, repeat, out_dir.as_ref())
-        }
+        Command::Run {
+            model,
+            device,
+            inputs,
+            repeat,
+            out_dir,
+        } => run::run(&model, device, &inputs, repeat, out_dir.as_ref()),
+        Command::Zoo {
+            name,
+            out,
+            input_size,
+            classes,
+            width,
+            batch,
+            seed,
+        } => zoo(&name, &out, input_size, classes, width, batch, seed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,7 +24,10 @@ pub fn context(device: DeviceArg) -> Result<Context> {
     let devices = match device {
         DeviceArg::Auto => vec![Device::Auto],
         DeviceArg::Cpu => vec![Device::Cpu(CpuOptions::default())],
-        DeviceArg::Gpu => vec![Device::Gpu(GpuOptions { allow_software: true, ..Default::default() })],
+        DeviceArg::Gpu => vec![Device::Gpu(GpuOptions {
+            allow_software: true,
+            ..Default::default()
+        })],
     };
     Context::builder().devices(devices).build()
 }
@@ -33,15 +36,26 @@ fn random_input(dtype: DType, dims: &[usize], seed: u64) -> Result<Tensor> {
     let mut rng = Rng::new(seed);
     let n: usize = dims.iter().product();
     match dtype {
-        DType::F32 => Tensor::from_vec(dims, (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect()),
+        DType::F32 => Tensor::from_vec(
+            dims,
+            (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect(),
+        ),
         DType::I32 => Tensor::from_vec(dims, (0..n).map(|_| rng.range(0, 9) as i32).collect()),
         DType::U8 => Tensor::from_vec(dims, (0..n).map(|_| rng.range(0, 255) as u8).collect()),
-        other => Err(Error::NotSupported { what: format!("random {other} inputs") }),
+        other => Err(Error::NotSupported {
+            what: format!("random {other} inputs"),
+        }),
     }
 }
 
 /// Runs the command.
-pub fn run(model: &PathBuf, device: DeviceArg, inputs: &[String], repeat: usize, out_dir: Option<&PathBuf>) -> Result<()> {
+pub fn run(
+    model: &PathBuf,
+    device: DeviceArg,
+    inputs: &[String],
+    repeat: usize,
+    out_dir: Option<&PathBuf>,
+) -> Result<()> {
     let model = Model::from_file(model)?;
     let ctx = context(device)?;
     for note in ctx.notes() {
@@ -49,8 +63,11 @@ pub fn run(model: &PathBuf, device: DeviceArg, inputs: &[String], repeat: usize,
     }
     println!("devices: {}", ctx.describe().join(", "));
     let mut session = Session::new(&ctx, &model)?;
-    let names: Vec<(String, DType, Vec<usize>)> =
-        session.inputs().iter().map(|(n, t)| (n.to_string(), t.dtype(), t.dims().to_vec())).collect();
+    let names: Vec<(String, DType, Vec<usize>)> = session
+        .inputs()
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.dtype(), t.dims().to_vec()))
+        .collect();
     for (i, (name, dtype, dims)) in names.iter().enumerate() {
         let given = inputs.iter().find_map(|arg| {
             let (n, path) = arg.split_once('=')?;
@@ -59,7 +76,9 @@ pub fn run(model: &PathBuf, device: DeviceArg, inputs: &[String], repeat: usize,
         let tensor = match given {
             Some(path) => read_npy(&path)?,
             None => {
-                println!("input `{name}`: seeded random {dtype} {dims:?} (pass --input {name}=file.npy)");
+                println!(
+                    "input `{name}`: seeded random {dtype} {dims:?} (pass --input {name}=file.npy)"
+                );
                 random_input(*dtype, dims, 1000 + i as u64)?
             }
         };
@@ -68,7 +87,16 @@ pub fn run(model: &PathBuf, device: DeviceArg, inputs: &[String], repeat: usize,
     for arg in inputs {
         let name = arg.split_once('=').map_or(arg.as_str(), |(n, _)| n);
         if !names.iter().any(|(n, _, _)| n == name) {
-            return Err(Error::InvalidInput { reason: format!("`--input {arg}`: the model has no input `{name}` (inputs: {})", names.iter().map(|n| n.0.as_str()).collect::<Vec<_>>().join(", ")) });
+            return Err(Error::InvalidInput {
+                reason: format!(
+                    "`--input {arg}`: the model has no input `{name}` (inputs: {})",
+                    names
+                        .iter()
+                        .map(|n| n.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
         }
     }
     let mut times = Vec::with_capacity(repeat.max(1));
@@ -79,22 +107,40 @@ pub fn run(model: &PathBuf, device: DeviceArg, inputs: &[String], repeat: usize,
     }
     for (name, t) in session.outputs()? {
         let v = t.to_f32_vec();
-        let head: Vec<String> = v.iter().take(10).map(|x| format!("{x:.5}")).collect();
-        println!("output `{name}`: {} {:?} [{}{}]", t.dtype(), t.dims(), head.join(", "), if v.len() > 10 { ", ..." } else { "" });
+        let head: Vec<String> = v.iter().take(10).map(|x| format!("{x:.4e}")).collect();
+        println!(
+            "output `{name}`: {} {:?} [{}{}]",
+            t.dtype(),
+            t.dims(),
+            head.join(", "),
+            if v.len() > 10 { ", ..." } else { "" }
+        );
         if let [rows, cols] = t.dims() {
             let argmax: Vec<usize> = (0..*rows)
-                .map(|r| (0..*cols).max_by(|&a, &b| v[r * cols + a].total_cmp(&v[r * cols + b])).unwrap_or(0))
+                .map(|r| {
+                    (0..*cols)
+                        .max_by(|&a, &b| v[r * cols + a].total_cmp(&v[r * cols + b]))
+                        .unwrap_or(0)
+                })
                 .collect();
             println!("  argmax per row: {argmax:?}");
         }
         if let Some(dir) = out_dir {
             let path = dir.join(format!("{}.npy", name.replace(['/', ':'], "_")));
-            std::fs::write(&path, write_npy_bytes(&t)?).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+            std::fs::write(&path, write_npy_bytes(&t)?).map_err(|source| Error::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
             println!("  saved {}", path.display());
         }
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    println!("runs: {}   min {:.3} ms   median {:.3} ms", times.len(), times[0], median);
+    println!(
+        "runs: {}   min {:.3} ms   median {:.3} ms",
+        times.len(),
+        times[0],
+        median
+    );
     Ok(())
 }
