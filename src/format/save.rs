@@ -155,6 +155,7 @@ fn check(graph: &Graph, state: &[StateEntry], limits: &Limits) -> Result<u64> {
             limits.max_nodes
         )));
     }
+    check_order(graph)?;
     let mut total_elements = 0u64;
     let mut size = 1024u64;
     for (i, v) in graph.values().iter().enumerate() {
@@ -220,6 +221,48 @@ fn check(graph: &Graph, state: &[StateEntry], limits: &Limits) -> Result<u64> {
         )));
     }
     Ok(size)
+}
+
+/// The value order `load` requires (see `model.fbs`): graph inputs are the input values in
+/// value order, and each node's outputs are consecutive values, after its inputs, in node
+/// order. `GraphBuilder` always produces it; checking here means a graph made some other way
+/// gets an error now rather than a file that does not load.
+fn check_order(graph: &Graph) -> Result<()> {
+    let input_values = graph
+        .values()
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| matches!(v.kind, ValueKind::Input))
+        .map(|(i, _)| i);
+    if !input_values.eq(graph.inputs().iter().map(|v| v.0)) {
+        return Err(graph_file(
+            "the graph inputs are not its input values in value order",
+        ));
+    }
+    let mut next_node = 0usize;
+    for (i, v) in graph.values().iter().enumerate() {
+        let ValueKind::Output { node, index: 0 } = v.kind else {
+            continue;
+        };
+        let n = graph.nodes().get(node.0).filter(|_| node.0 == next_node);
+        let in_order = n.is_some_and(|n| {
+            n.outputs.iter().enumerate().all(|(k, o)| o.0 == i + k)
+                && n.inputs.iter().all(|x| x.0 < i)
+        });
+        if !in_order {
+            return Err(graph_file(format!(
+                "value {i} `{}`: nodes and their outputs are not in execution order",
+                v.name
+            )));
+        }
+        next_node += 1;
+    }
+    if next_node != graph.nodes().len() {
+        return Err(graph_file(
+            "some nodes have no first output among the values",
+        ));
+    }
+    Ok(())
 }
 
 fn dtype_to_fb(d: DType) -> fb::DataType {

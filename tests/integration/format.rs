@@ -760,7 +760,7 @@ fn truncation_at_every_length_is_refused() {
 #[test]
 fn every_single_bit_flip_loads_or_errors_never_panics() {
     let bytes = sample_bytes();
-    let original = format::load(&bytes).unwrap();
+    assert!(format::load(&bytes).is_ok());
     let (mut ok, mut refused) = (0usize, 0usize);
     for bit in 0..bytes.len() * 8 {
         let mut b = bytes.clone();
@@ -771,7 +771,6 @@ fn every_single_bit_flip_loads_or_errors_never_panics() {
                 // Whatever loads is a valid graph: it saves and loads back to itself.
                 let again = format::save(&g).unwrap();
                 assert_eq!(format::load(&again).unwrap(), g, "bit {bit}");
-                let _ = g == original;
             }
             Ok(Err(e)) => {
                 refused += 1;

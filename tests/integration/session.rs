@@ -293,6 +293,28 @@ fn concurrent_sessions_share_model_and_context() {
             });
         }
     });
+    // The same with a context holding the (shared) GPU, when there is one.
+    if crate::common::gpu("session/concurrent/gpu").is_some() {
+        let gpu_ctx = Context::builder()
+            .devices([Device::Gpu(spore::session::GpuOptions {
+                allow_software: true,
+                ..Default::default()
+            })])
+            .build()
+            .unwrap();
+        assert!(gpu_ctx.gpu().is_some());
+        std::thread::scope(|scope| {
+            for _ in 0..3 {
+                let (m, ctx, x, want) = (&m, &gpu_ctx, &x, &want);
+                scope.spawn(move || {
+                    let mut s = Session::new(ctx, m).unwrap();
+                    *s.input_by_tensor_name("data").unwrap() = x.clone();
+                    s.run().unwrap();
+                    assert_eq!(&s.output_by_tensor_name("prob").unwrap(), want);
+                });
+            }
+        });
+    }
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Session>();
     assert_send_sync::<Context>();
