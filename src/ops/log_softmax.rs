@@ -1,7 +1,8 @@
 //! `log_softmax`: `y = x - log(sum(exp(x)))` over the last axis (any rank >= 1; the other axes
 //! are rows), computed with the row maximum subtracted so large logits do not overflow.
 
-use super::{OpCase, OpDef, all_f32, arity, first_numel, input_f32, random_f32, rows_last};
+use super::softmax::{eval_last_axis, infer_last_axis, last_axis_cases};
+use super::{OpCase, OpDef, first_numel};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -17,19 +18,11 @@ impl OpDef for LogSoftmax {
     const NAME: &'static str = "log_softmax";
 
     fn infer(&self, inputs: &[&TensorFact]) -> std::result::Result<Vec<TensorFact>, String> {
-        arity(inputs.len(), 1, 1)?;
-        all_f32(inputs)?;
-        rows_last("x", &inputs[0].shape)?;
-        Ok(vec![TensorFact::f32(inputs[0].shape.clone())])
+        infer_last_axis(inputs)
     }
 
     fn eval_ref(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        let x = input_f32(Self::NAME, inputs, 0)?;
-        let (rows, cols) = rows_last("x", inputs[0].dims())
-            .map_err(|reason| super::exec_err(Self::NAME, reason))?;
-        let mut y = vec![0f32; x.len()];
-        reference::log_softmax(rows, cols, x, &mut y)?;
-        Ok(vec![super::tensor_f32(inputs[0].dims(), y)?])
+        eval_last_axis(Self::NAME, reference::log_softmax, inputs)
     }
 
     fn attrs(&self) -> Attrs {
@@ -41,24 +34,7 @@ impl OpDef for LogSoftmax {
     }
 
     fn cases(rng: &mut Rng) -> Result<Vec<OpCase>> {
-        // Rank 1, 2 and 4; one with logits large enough to overflow a naive exp.
-        let configs: [(&[usize], f32); 4] = [
-            (&[7], 1.0),
-            (&[5, 3], 4.0),
-            (&[2, 3, 2, 5], 1.0),
-            (&[3, 4], 200.0),
-        ];
-        configs
-            .iter()
-            .enumerate()
-            .map(|(i, &(x, scale))| {
-                Ok(OpCase {
-                    name: format!("{}/rank{}_{i}", Self::NAME, x.len()),
-                    op: LogSoftmax.into(),
-                    inputs: vec![random_f32(rng, x)?.map_f32(|v| v * scale)?],
-                })
-            })
-            .collect()
+        last_axis_cases(Self::NAME, LogSoftmax.into(), rng)
     }
 
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {

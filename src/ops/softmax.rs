@@ -13,23 +13,64 @@ use spore_kernels_cpu::rng::Rng;
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Softmax;
 
+/// Inference shared by softmax and log-softmax: one f32 input of rank >= 1, same shape out.
+pub(crate) fn infer_last_axis(
+    inputs: &[&TensorFact],
+) -> std::result::Result<Vec<TensorFact>, String> {
+    arity(inputs.len(), 1, 1)?;
+    all_f32(inputs)?;
+    rows_last("x", &inputs[0].shape)?;
+    Ok(vec![TensorFact::f32(inputs[0].shape.clone())])
+}
+
+/// The row kernel signature of `reference::softmax` and `reference::log_softmax`.
+pub(crate) type RowKernel = fn(usize, usize, &[f32], &mut [f32]) -> spore_kernels_cpu::Result<()>;
+
+/// `eval_ref` shared by softmax and log-softmax: `kernel` over rows of the last axis.
+pub(crate) fn eval_last_axis(
+    op: &str,
+    kernel: RowKernel,
+    inputs: &[&Tensor],
+) -> Result<Vec<Tensor>> {
+    let x = input_f32(op, inputs, 0)?;
+    let (rows, cols) =
+        rows_last("x", inputs[0].dims()).map_err(|reason| super::exec_err(op, reason))?;
+    let mut y = vec![0f32; x.len()];
+    kernel(rows, cols, x, &mut y)?;
+    Ok(vec![super::tensor_f32(inputs[0].dims(), y)?])
+}
+
+/// Conformance cases shared by softmax and log-softmax: rank 1, 2 and 4, and logits large
+/// enough to overflow a naive exp.
+pub(crate) fn last_axis_cases(name: &str, op: super::Op, rng: &mut Rng) -> Result<Vec<OpCase>> {
+    let configs: [(&[usize], f32); 4] = [
+        (&[7], 1.0),
+        (&[5, 3], 4.0),
+        (&[2, 3, 2, 5], 1.0),
+        (&[3, 4], 200.0),
+    ];
+    configs
+        .iter()
+        .enumerate()
+        .map(|(i, &(x, scale))| {
+            Ok(OpCase {
+                name: format!("{name}/rank{}_{i}", x.len()),
+                op: op.clone(),
+                inputs: vec![random_f32(rng, x)?.map_f32(|v| v * scale)?],
+            })
+        })
+        .collect()
+}
+
 impl OpDef for Softmax {
     const NAME: &'static str = "softmax";
 
     fn infer(&self, inputs: &[&TensorFact]) -> std::result::Result<Vec<TensorFact>, String> {
-        arity(inputs.len(), 1, 1)?;
-        all_f32(inputs)?;
-        rows_last("x", &inputs[0].shape)?;
-        Ok(vec![TensorFact::f32(inputs[0].shape.clone())])
+        infer_last_axis(inputs)
     }
 
     fn eval_ref(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        let x = input_f32(Self::NAME, inputs, 0)?;
-        let (rows, cols) = rows_last("x", inputs[0].dims())
-            .map_err(|reason| super::exec_err(Self::NAME, reason))?;
-        let mut y = vec![0f32; x.len()];
-        reference::softmax(rows, cols, x, &mut y)?;
-        Ok(vec![super::tensor_f32(inputs[0].dims(), y)?])
+        eval_last_axis(Self::NAME, reference::softmax, inputs)
     }
 
     fn attrs(&self) -> Attrs {
@@ -41,24 +82,7 @@ impl OpDef for Softmax {
     }
 
     fn cases(rng: &mut Rng) -> Result<Vec<OpCase>> {
-        // Rank 1, 2 and 4; one with logits large enough to overflow a naive exp.
-        let configs: [(&[usize], f32); 4] = [
-            (&[7], 1.0),
-            (&[5, 3], 4.0),
-            (&[2, 3, 2, 5], 1.0),
-            (&[3, 4], 200.0),
-        ];
-        configs
-            .iter()
-            .enumerate()
-            .map(|(i, &(x, scale))| {
-                Ok(OpCase {
-                    name: format!("{}/rank{}_{i}", Self::NAME, x.len()),
-                    op: Softmax.into(),
-                    inputs: vec![random_f32(rng, x)?.map_f32(|v| v * scale)?],
-                })
-            })
-            .collect()
+        last_axis_cases(Self::NAME, Softmax.into(), rng)
     }
 
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {
