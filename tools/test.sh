@@ -45,4 +45,7 @@ rustfmt --edition 2024 --check src/ops/*.rs
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test (SPORE_REQUIRE_GPU=1)"
-cargo test --workspace
+log="$(mktemp)"
+cargo test --workspace 2>&1 | tee "$log"
+# One closing line for the whole run (cargo's last line is often a crate with no doc tests).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
