@@ -47,5 +47,14 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test (SPORE_REQUIRE_GPU=1)"
 log="$(mktemp)"
 cargo test --workspace 2>&1 | tee "$log"
+
+# The loader's cargo-fuzz target in smoke mode (~4 min on a fresh 2-core machine: the
+# instrumented build dominates). cargo-fuzz passes nightly -Z flags; this stable-only machine
+# allows them through RUSTC_BOOTSTRAP=1. The in-test smoke (format_fuzz_smoke) ran above.
+echo "== cargo fuzz smoke (format_load)"
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+mkdir -p tools/fuzz/corpus/format_load
+RUSTC_BOOTSTRAP=1 cargo fuzz run format_load --fuzz-dir tools/fuzz \
+    tools/fuzz/corpus/format_load tools/fuzz/seeds -- -runs=50000 2>&1 | tail -n 20
 # One closing line for the whole run (cargo's last line is often a crate with no doc tests).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
