@@ -1,5 +1,5 @@
-//! The one criterion benchmark binary. For now it measures the reference kernels — the
-//! baseline every tuned CPU and GPU kernel is compared against — and the GPU smoke kernel.
+//! The one criterion benchmark binary: the reference kernels — the baseline every tuned CPU
+//! and GPU kernel is compared against — the tuned CPU sgemm, and the GPU smoke kernel.
 //! Run: `cargo bench --bench spore`; results go to `benches/RESULTS.md`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -50,6 +50,42 @@ fn reference_kernels(c: &mut Criterion) {
     g.finish();
 }
 
+/// The tuned sgemm: the best tier on one thread (the single-core comparison with the peers),
+/// the same on two threads, and the portable tier as the floor.
+fn sgemm(c: &mut Criterion) {
+    use spore::kernels_cpu::{Kernels, SgemmParams, kernels};
+    let best = kernels();
+    let portable = Kernels::portable();
+    let mut g = c.benchmark_group("sgemm");
+    // 2048^3 takes ~0.2 s per call: 10 samples keep the group within minutes.
+    g.sample_size(10);
+    for n in [256usize, 512, 1024, 2048] {
+        let (a, b) = (random(n * n, 7), random(n * n, 8));
+        let mut out = vec![0f32; n * n];
+        g.throughput(Throughput::Elements((2 * n * n * n) as u64));
+        for (label, table, threads) in [
+            (best.sgemm_impl, best, 1),
+            (best.sgemm_impl, best, 2),
+            (portable.sgemm_impl, &portable, 1),
+        ] {
+            if table.tier == portable.tier && best.tier != portable.tier && n > 1024 {
+                continue;
+            }
+            let p = SgemmParams {
+                threads,
+                ..SgemmParams::new(n, n, n)
+            };
+            let id = format!("{}/t{threads}/{n}x{n}x{n}", label.replace(' ', "_"));
+            g.bench_function(id, |bench| {
+                bench.iter(|| {
+                    (table.sgemm)(&p, black_box(&a), black_box(&b), None, &mut out).unwrap()
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 fn gpu_smoke(c: &mut Criterion) {
     use spore::backend::gpu::{GpuContext, GpuOptions, kernels::bias_add};
     let opts = GpuOptions {
@@ -72,5 +108,5 @@ fn gpu_smoke(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, reference_kernels, gpu_smoke);
+criterion_group!(benches, reference_kernels, sgemm, gpu_smoke);
 criterion_main!(benches);

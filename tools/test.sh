@@ -47,6 +47,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test (SPORE_REQUIRE_GPU=1)"
 log="$(mktemp)"
 cargo test --workspace 2>&1 | tee "$log"
+echo "== CPU kernels again on the portable tier (SPORE_CPU_KERNELS=portable)"
+SPORE_CPU_KERNELS=portable cargo test -p spore-kernels-cpu --lib 2>&1 | tee -a "$log" | tail -n 3
 
 # The loader's cargo-fuzz target in smoke mode (~4 min on a fresh 2-core machine: the
 # instrumented build dominates). cargo-fuzz passes nightly -Z flags; this stable-only machine

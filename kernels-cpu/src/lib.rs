@@ -8,16 +8,26 @@
 //! * [`rng`] is the counter-based random generator that seeded ops (dropout) and the test
 //!   suites share, so a CPU and a GPU kernel can draw the same mask.
 //!
+//! * [`sgemm`](mod@sgemm) is the tuned GEMM (bias + activation epilogue), reached through the
+//!   [`dispatch`] table that picks reference, portable or AVX2 kernels at run time.
+//!
 //! Layout conventions: activations NHWC, convolution weights OHWI, matrices row-major.
 //! Kernels check their slice lengths and parameters first and return [`KernelError`]; they
 //! never panic on bad input.
 
 pub mod cpu;
+pub mod dispatch;
 pub mod error;
+pub mod portable;
 pub mod reference;
 pub mod rng;
+pub mod sgemm;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_64;
 
 #[cfg(test)]
 pub(crate) mod testutil;
 
+pub use dispatch::{Kernels, Tier, kernels};
 pub use error::{KernelError, Result};
+pub use sgemm::{SgemmParams, sgemm};

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 /// The report for this machine.
 pub fn render() -> String {
-    render_with(&list_adapters(), &cpu_info())
+    render_with(&list_adapters(), &cpu_info()) + &render_kernels()
 }
 
 fn mib(bytes: u64) -> String {
@@ -67,6 +67,17 @@ pub fn render_with(adapters: &[AdapterSummary], cpu: &CpuInfo) -> String {
         cpu.features.join(" ")
     );
     s
+}
+
+/// Which implementation each CPU kernel slot uses (after `SPORE_CPU_KERNELS` and detection).
+pub fn render_kernels() -> String {
+    let k = spore::kernels_cpu::dispatch::kernels();
+    let slots: Vec<String> = k
+        .describe()
+        .iter()
+        .map(|(slot, imp)| format!("{slot}={imp}"))
+        .collect();
+    format!("  CPU kernels ({:?} tier): {}\n", k.tier, slots.join(", "))
 }
 
 fn yes(b: bool) -> &'static str {
