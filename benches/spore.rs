@@ -1,5 +1,5 @@
 //! The one criterion benchmark binary: the reference kernels — the baseline every tuned CPU
-//! and GPU kernel is compared against — the tuned CPU sgemm, and the GPU smoke kernel.
+//! and GPU kernel is compared against — the tuned CPU sgemm and conv2d, and the GPU smoke kernel.
 //! Run: `cargo bench --bench spore`; results go to `benches/RESULTS.md`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -86,6 +86,76 @@ fn sgemm(c: &mut Criterion) {
     g.finish();
 }
 
+/// The tuned conv2d (im2col + sgemm, or one sgemm for pointwise), best tier, one thread, on
+/// the peers' workloads. Throughput is 2 * MACs.
+fn conv2d_tuned(c: &mut Criterion) {
+    use spore::kernels_cpu::kernels;
+    use spore::kernels_cpu::reference::conv2d::Conv2dParams;
+    let best = kernels();
+    let mut g = c.benchmark_group("conv2d");
+    let base = Conv2dParams {
+        n: 1,
+        h: 56,
+        w: 56,
+        c_in: 64,
+        c_out: 64,
+        kh: 3,
+        kw: 3,
+        stride_h: 1,
+        stride_w: 1,
+        dilation_h: 1,
+        dilation_w: 1,
+        padding: Padding2d::symmetric(1, 1),
+        groups: 1,
+    };
+    let pointwise = Conv2dParams {
+        c_in: 144,
+        c_out: 24,
+        kh: 1,
+        kw: 1,
+        padding: Padding2d::ZERO,
+        ..base
+    };
+    let stem = Conv2dParams {
+        h: 224,
+        w: 224,
+        c_in: 3,
+        c_out: 32,
+        stride_h: 2,
+        stride_w: 2,
+        padding: Padding2d::same((224, 224), (3, 3), (2, 2), (1, 1)),
+        ..base
+    };
+    for (name, p) in [
+        ("conv3x3_b1_64to64_56", base),
+        ("pw1x1_b1_144to24_56", pointwise),
+        ("conv3x3s2_b1_3to32_224_stem", stem),
+    ] {
+        let x = random(p.x_len().unwrap(), 9);
+        let w = random(p.w_len().unwrap(), 10);
+        let bias = random(p.c_out, 11);
+        let mut y = vec![0f32; p.y_len().unwrap()];
+        let macs = p.y_len().unwrap() * p.kh * p.kw * (p.c_in / p.groups);
+        g.throughput(Throughput::Elements((2 * macs) as u64));
+        let id = format!("{}/t1/{name}", best.conv2d_impl.replace(' ', "_"));
+        g.bench_function(id, |bench| {
+            bench.iter(|| {
+                (best.conv2d)(
+                    &p,
+                    black_box(&x),
+                    black_box(&w),
+                    Some(&bias),
+                    None,
+                    1,
+                    &mut y,
+                )
+                .unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
 fn gpu_smoke(c: &mut Criterion) {
     use spore::backend::gpu::{GpuContext, GpuOptions, kernels::bias_add};
     let opts = GpuOptions {
@@ -108,5 +178,5 @@ fn gpu_smoke(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, reference_kernels, sgemm, gpu_smoke);
+criterion_group!(benches, reference_kernels, sgemm, conv2d_tuned, gpu_smoke);
 criterion_main!(benches);

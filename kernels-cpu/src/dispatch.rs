@@ -9,6 +9,7 @@
 //! [`Kernels`], fill both in [`Kernels::reference`] and [`Kernels::portable`], overwrite them
 //! in `plug_x86_64` where an ISA version exists, and list the slot in [`Kernels::describe`].
 
+use crate::conv2d::Conv2dFn;
 use crate::sgemm::SgemmFn;
 use std::sync::OnceLock;
 
@@ -50,6 +51,10 @@ pub struct Kernels {
     pub sgemm: SgemmFn,
     /// Name of the implementation in [`Kernels::sgemm`].
     pub sgemm_impl: &'static str,
+    /// `y = act(conv2d(x, w) + bias)`, see [`crate::conv2d::conv2d_fast`].
+    pub conv2d: Conv2dFn,
+    /// Name of the implementation in [`Kernels::conv2d`].
+    pub conv2d_impl: &'static str,
 }
 
 impl Kernels {
@@ -59,6 +64,8 @@ impl Kernels {
             tier: Tier::Reference,
             sgemm: crate::sgemm::sgemm_reference,
             sgemm_impl: "reference",
+            conv2d: crate::conv2d::conv2d_reference,
+            conv2d_impl: "reference",
         }
     }
 
@@ -68,6 +75,8 @@ impl Kernels {
             tier: Tier::Portable,
             sgemm: crate::portable::sgemm::sgemm,
             sgemm_impl: "portable 6x8",
+            conv2d: crate::conv2d::conv2d_portable,
+            conv2d_impl: "im2col + portable 6x8",
         }
     }
 
@@ -91,7 +100,7 @@ impl Kernels {
 
     /// `(slot, implementation)` pairs, for `spore devices`.
     pub fn describe(&self) -> Vec<(&'static str, &'static str)> {
-        vec![("sgemm", self.sgemm_impl)]
+        vec![("sgemm", self.sgemm_impl), ("conv2d", self.conv2d_impl)]
     }
 }
 
@@ -101,6 +110,8 @@ fn plug_x86_64(k: &mut Kernels) {
     if crate::x86_64::sgemm_avx2::available() {
         k.sgemm = crate::x86_64::sgemm_avx2::sgemm;
         k.sgemm_impl = "avx2+fma 6x16";
+        k.conv2d = crate::conv2d::conv2d_avx2;
+        k.conv2d_impl = "im2col + avx2+fma 6x16";
     }
 }
 
@@ -122,19 +133,23 @@ mod tests {
         assert_eq!(Tier::parse("nonsense"), Tier::Best);
         assert_eq!(
             Kernels::reference().describe(),
-            vec![("sgemm", "reference")]
+            vec![("sgemm", "reference"), ("conv2d", "reference")]
         );
         assert_eq!(
             Kernels::portable().describe(),
-            vec![("sgemm", "portable 6x8")]
+            vec![
+                ("sgemm", "portable 6x8"),
+                ("conv2d", "im2col + portable 6x8")
+            ]
         );
         let best = Kernels::best();
         println!("best: {:?}", best.describe());
         #[cfg(target_arch = "x86_64")]
         if crate::x86_64::sgemm_avx2::available() {
             assert_eq!(best.sgemm_impl, "avx2+fma 6x16");
+            assert_eq!(best.conv2d_impl, "im2col + avx2+fma 6x16");
         }
-        assert_eq!(kernels().describe().len(), 1);
+        assert_eq!(kernels().describe().len(), 2);
     }
 
     #[test]

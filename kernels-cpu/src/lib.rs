@@ -9,12 +9,14 @@
 //!   suites share, so a CPU and a GPU kernel can draw the same mask.
 //!
 //! * [`sgemm`](mod@sgemm) is the tuned GEMM (bias + activation epilogue), reached through the
-//!   [`dispatch`] table that picks reference, portable or AVX2 kernels at run time.
+//!   [`dispatch`] table that picks reference, portable or AVX2 kernels at run time;
+//!   [`conv2d`](mod@conv2d) is the tuned convolution on top of it (im2col + sgemm).
 //!
 //! Layout conventions: activations NHWC, convolution weights OHWI, matrices row-major.
 //! Kernels check their slice lengths and parameters first and return [`KernelError`]; they
 //! never panic on bad input.
 
+pub mod conv2d;
 pub mod cpu;
 pub mod dispatch;
 pub mod error;
@@ -28,6 +30,7 @@ pub mod x86_64;
 #[cfg(test)]
 pub(crate) mod testutil;
 
+pub use conv2d::conv2d_fast;
 pub use dispatch::{Kernels, Tier, kernels};
 pub use error::{KernelError, Result};
 pub use sgemm::{SgemmParams, sgemm};

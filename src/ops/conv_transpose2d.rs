@@ -91,13 +91,13 @@ impl OpDef for ConvTranspose2d {
         arity(inputs.len(), 2, 3)?;
         all_f32(inputs)?;
         let p = self.params(&inputs[0].shape, &inputs[1].shape)?;
-        if let Some(b) = inputs.get(2) {
-            if b.shape != [p.c_out] {
-                return Err(format!(
-                    "bias has shape {:?}, expected [{}]",
-                    b.shape, p.c_out
-                ));
-            }
+        if let Some(b) = inputs.get(2)
+            && b.shape != [p.c_out]
+        {
+            return Err(format!(
+                "bias has shape {:?}, expected [{}]",
+                b.shape, p.c_out
+            ));
         }
         let (oh, ow) = (
             p.out_h().map_err(|e| e.to_string())?,

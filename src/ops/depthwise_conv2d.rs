@@ -87,10 +87,10 @@ impl OpDef for DepthwiseConv2d {
         all_f32(inputs)?;
         let p = self.params(&inputs[0].shape, &inputs[1].shape)?;
         let c_out = p.c_out().map_err(|e| e.to_string())?;
-        if let Some(b) = inputs.get(2) {
-            if b.shape != [c_out] {
-                return Err(format!("bias has shape {:?}, expected [{c_out}]", b.shape));
-            }
+        if let Some(b) = inputs.get(2)
+            && b.shape != [c_out]
+        {
+            return Err(format!("bias has shape {:?}, expected [{c_out}]", b.shape));
         }
         let (oh, ow) = (
             p.out_h().map_err(|e| e.to_string())?,

@@ -85,10 +85,10 @@ impl OpDef for MatMul {
         arity(inputs.len(), 2, 3)?;
         all_f32(inputs)?;
         let (p, out) = self.params(&inputs[0].shape, &inputs[1].shape)?;
-        if let Some(b) = inputs.get(2) {
-            if b.shape != [p.n] {
-                return Err(format!("bias has shape {:?}, expected [{}]", b.shape, p.n));
-            }
+        if let Some(b) = inputs.get(2)
+            && b.shape != [p.n]
+        {
+            return Err(format!("bias has shape {:?}, expected [{}]", b.shape, p.n));
         }
         Ok(vec![TensorFact::f32(out)])
     }

@@ -108,10 +108,10 @@ impl ContextBuilder {
                     cpu_threads = o.threads;
                 }
                 Device::Gpu(o) => {
-                    if let Some(name) = &o.adapter {
-                        if name.trim().is_empty() {
-                            return Err(Error::invalid_param("GpuOptions::adapter", "empty name"));
-                        }
+                    if let Some(name) = &o.adapter
+                        && name.trim().is_empty()
+                    {
+                        return Err(Error::invalid_param("GpuOptions::adapter", "empty name"));
                     }
                     if gpu.is_some() {
                         continue;

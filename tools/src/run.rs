@@ -62,6 +62,11 @@ pub fn run(
         println!("note: {note}");
     }
     println!("devices: {}", ctx.describe().join(", "));
+    // Until the planner lands every node runs on the CPU reference kernels; say so rather than
+    // let a GPU in the device list suggest otherwise.
+    println!(
+        "executor: CPU reference kernels, nodes in order (GPU execution arrives with the planner)"
+    );
     let mut session = Session::new(&ctx, &model)?;
     let names: Vec<(String, DType, Vec<usize>)> = session
         .inputs()
