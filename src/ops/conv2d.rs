@@ -3,7 +3,10 @@
 //! fused activation (set by `plan::fuse`, read by every backend).
 
 use super::activation::{ActivationKind, apply_in_place, get_kind, put_kind};
-use super::{OpCase, OpDef, all_f32, arity, input_f32, random_f32, tensor_f32};
+use super::{
+    OpCase, OpDef, all_f32, arity, check_bias, input_f32, optional_input_f32, random_f32,
+    tensor_f32,
+};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -153,14 +156,7 @@ impl OpDef for Conv2d {
         arity(inputs.len(), 2, 3)?;
         all_f32(inputs)?;
         let p = self.params(&inputs[0].shape, &inputs[1].shape)?;
-        if let Some(b) = inputs.get(2)
-            && b.shape != [p.c_out]
-        {
-            return Err(format!(
-                "bias has shape {:?}, expected [{}]",
-                b.shape, p.c_out
-            ));
-        }
+        check_bias(inputs.get(2).copied(), p.c_out)?;
         let (oh, ow) = (
             p.out_h().map_err(|e| e.to_string())?,
             p.out_w().map_err(|e| e.to_string())?,
@@ -171,11 +167,7 @@ impl OpDef for Conv2d {
     fn eval_ref(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
         let x = input_f32(Self::NAME, inputs, 0)?;
         let w = input_f32(Self::NAME, inputs, 1)?;
-        let bias = if inputs.len() > 2 {
-            Some(input_f32(Self::NAME, inputs, 2)?)
-        } else {
-            None
-        };
+        let bias = optional_input_f32(Self::NAME, inputs, 2)?;
         let p = self
             .params(inputs[0].dims(), inputs[1].dims())
             .map_err(|reason| crate::Error::OpExecution {

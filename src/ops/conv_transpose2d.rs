@@ -4,7 +4,10 @@
 //! `output_padding`, groups and optional bias.
 
 use super::conv2d::MAX_WINDOW;
-use super::{OpCase, OpDef, all_f32, arity, input_f32, ints_attr, random_f32, tensor_f32};
+use super::{
+    OpCase, OpDef, all_f32, arity, check_bias, input_f32, ints_attr, optional_input_f32,
+    random_f32, tensor_f32,
+};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -91,14 +94,7 @@ impl OpDef for ConvTranspose2d {
         arity(inputs.len(), 2, 3)?;
         all_f32(inputs)?;
         let p = self.params(&inputs[0].shape, &inputs[1].shape)?;
-        if let Some(b) = inputs.get(2)
-            && b.shape != [p.c_out]
-        {
-            return Err(format!(
-                "bias has shape {:?}, expected [{}]",
-                b.shape, p.c_out
-            ));
-        }
+        check_bias(inputs.get(2).copied(), p.c_out)?;
         let (oh, ow) = (
             p.out_h().map_err(|e| e.to_string())?,
             p.out_w().map_err(|e| e.to_string())?,
@@ -109,11 +105,7 @@ impl OpDef for ConvTranspose2d {
     fn eval_ref(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
         let x = input_f32(Self::NAME, inputs, 0)?;
         let w = input_f32(Self::NAME, inputs, 1)?;
-        let bias = if inputs.len() > 2 {
-            Some(input_f32(Self::NAME, inputs, 2)?)
-        } else {
-            None
-        };
+        let bias = optional_input_f32(Self::NAME, inputs, 2)?;
         let p = self
             .params(inputs[0].dims(), inputs[1].dims())
             .map_err(|reason| super::exec_err(Self::NAME, reason))?;

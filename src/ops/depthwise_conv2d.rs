@@ -5,7 +5,10 @@
 
 use super::activation::{ActivationKind, apply_in_place, get_kind, put_kind};
 use super::conv2d::{MAX_WINDOW, Padding};
-use super::{OpCase, OpDef, all_f32, arity, input_f32, ints_attr, random_f32, tensor_f32};
+use super::{
+    OpCase, OpDef, all_f32, arity, check_bias, input_f32, ints_attr, optional_input_f32,
+    random_f32, tensor_f32,
+};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -87,11 +90,7 @@ impl OpDef for DepthwiseConv2d {
         all_f32(inputs)?;
         let p = self.params(&inputs[0].shape, &inputs[1].shape)?;
         let c_out = p.c_out().map_err(|e| e.to_string())?;
-        if let Some(b) = inputs.get(2)
-            && b.shape != [c_out]
-        {
-            return Err(format!("bias has shape {:?}, expected [{c_out}]", b.shape));
-        }
+        check_bias(inputs.get(2).copied(), c_out)?;
         let (oh, ow) = (
             p.out_h().map_err(|e| e.to_string())?,
             p.out_w().map_err(|e| e.to_string())?,
@@ -102,11 +101,7 @@ impl OpDef for DepthwiseConv2d {
     fn eval_ref(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
         let x = input_f32(Self::NAME, inputs, 0)?;
         let w = input_f32(Self::NAME, inputs, 1)?;
-        let bias = if inputs.len() > 2 {
-            Some(input_f32(Self::NAME, inputs, 2)?)
-        } else {
-            None
-        };
+        let bias = optional_input_f32(Self::NAME, inputs, 2)?;
         let p = self
             .params(inputs[0].dims(), inputs[1].dims())
             .map_err(|reason| super::exec_err(Self::NAME, reason))?;

@@ -5,7 +5,9 @@
 //! is `[batch..., m, n]`.
 
 use super::activation::{ActivationKind, apply_in_place, get_kind, put_kind};
-use super::{OpCase, OpDef, all_f32, arity, input_f32, out_shape, random_f32, tensor_f32};
+use super::{
+    OpCase, OpDef, all_f32, arity, check_bias, input_f32, out_shape, random_f32, tensor_f32,
+};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -85,11 +87,7 @@ impl OpDef for MatMul {
         arity(inputs.len(), 2, 3)?;
         all_f32(inputs)?;
         let (p, out) = self.params(&inputs[0].shape, &inputs[1].shape)?;
-        if let Some(b) = inputs.get(2)
-            && b.shape != [p.n]
-        {
-            return Err(format!("bias has shape {:?}, expected [{}]", b.shape, p.n));
-        }
+        check_bias(inputs.get(2).copied(), p.n)?;
         Ok(vec![TensorFact::f32(out)])
     }
 

@@ -222,6 +222,33 @@ pub(crate) fn input_f32<'a>(op: &str, inputs: &[&'a Tensor], i: usize) -> Result
     t.as_slice::<f32>()
 }
 
+/// Optional input `i` (e.g. a bias) as an f32 slice: `None` when absent.
+pub(crate) fn optional_input_f32<'a>(
+    op: &str,
+    inputs: &[&'a Tensor],
+    i: usize,
+) -> Result<Option<&'a [f32]>> {
+    if inputs.len() > i {
+        input_f32(op, inputs, i).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Checks an optional bias fact is `[channels]`.
+pub(crate) fn check_bias(
+    bias: Option<&TensorFact>,
+    channels: usize,
+) -> std::result::Result<(), String> {
+    match bias {
+        Some(b) if b.shape != [channels] => Err(format!(
+            "bias has shape {:?}, expected [{channels}]",
+            b.shape
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A random f32 tensor of `dims`, uniform in `[-1, 1)`.
 pub(crate) fn random_f32(rng: &mut Rng, dims: &[usize]) -> Result<Tensor> {
     let n = crate::shape::numel(dims)?;
