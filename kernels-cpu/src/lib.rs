@@ -20,6 +20,7 @@ pub mod conv2d;
 pub mod cpu;
 pub mod dispatch;
 pub mod error;
+pub mod parallel;
 pub mod portable;
 pub mod reference;
 pub mod rng;
