@@ -419,45 +419,49 @@ impl GpuContext {
     }
 
     /// Records one dispatch of `pipeline` over `buffers` (bound 0, 1, ... in order) into a new
-    /// encoder and submits it. Kernels of a fused segment record into one encoder instead;
-    /// this is the single-kernel path.
+    /// encoder and submits it: the single-kernel path. A sequence of kernels (a fused segment,
+    /// a multi-pass kernel) records into one [`Recorder`] and submits once instead.
     pub fn dispatch(
         &self,
         pipeline: &wgpu::ComputePipeline,
         buffers: &[&wgpu::Buffer],
         workgroups: [u32; 3],
     ) -> Result<()> {
-        let max = self.summary.max_compute_workgroups_per_dimension;
-        if workgroups.iter().any(|&w| w > max) {
-            return Err(Error::invalid_param(
-                "workgroups",
-                format!("{workgroups:?} exceeds the adapter's {max} per dimension"),
-            ));
+        let mut rec = self.recorder();
+        rec.dispatch(pipeline, buffers, workgroups)?;
+        rec.submit()
+    }
+
+    /// A [`Recorder`]: one command encoder that many dispatches go into, submitted once.
+    pub fn recorder(&self) -> Recorder<'_> {
+        Recorder {
+            gpu: self,
+            encoder: self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("spore"),
+                }),
+            dispatches: 0,
         }
-        self.scoped(|| {
-            let layout = pipeline.get_bind_group_layout(0);
-            let entries: Vec<wgpu::BindGroupEntry> = buffers
-                .iter()
-                .enumerate()
-                .map(|(i, b)| wgpu::BindGroupEntry {
-                    binding: i as u32,
-                    resource: b.as_entire_binding(),
-                })
-                .collect();
-            let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: None,
-                layout: &layout,
-                entries: &entries,
-            });
-            let mut encoder = self.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-                pass.set_pipeline(pipeline);
-                pass.set_bind_group(0, &bind_group, &[]);
-                pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
-            }
-            self.queue.submit([encoder.finish()]);
-        })
+    }
+
+    /// Waits until every submitted command has finished (benchmarks stop the clock after
+    /// this), then reports any error the GPU raised meanwhile.
+    pub fn sync(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::gpu(GpuErrorKind::Internal, e.to_string()))?;
+        self.check_health()
+    }
+
+    /// The wgpu device (for kernels that need to create their own resources).
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
     }
 
     /// Copies `size` bytes of `buffer` back to the host, waiting for the GPU.
@@ -495,5 +499,85 @@ impl GpuContext {
         };
         staging.unmap();
         Ok(bytes)
+    }
+}
+
+/// Dispatches recorded into one command encoder and submitted together: what a multi-pass
+/// kernel (split-K, batch-norm statistics) or a fused GPU segment uses, so the GPU sees one
+/// command buffer instead of one submit per kernel.
+pub struct Recorder<'g> {
+    gpu: &'g GpuContext,
+    encoder: wgpu::CommandEncoder,
+    dispatches: usize,
+}
+
+impl Recorder<'_> {
+    /// Records one dispatch of `pipeline` over `buffers` (bound to group 0, bindings 0, 1, ...
+    /// in order). Dispatches run in recording order; wgpu inserts the barriers between them.
+    pub fn dispatch(
+        &mut self,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[&wgpu::Buffer],
+        workgroups: [u32; 3],
+    ) -> Result<()> {
+        let max = self.gpu.summary.max_compute_workgroups_per_dimension;
+        if workgroups.iter().any(|&w| w > max) {
+            return Err(Error::invalid_param(
+                "workgroups",
+                format!("{workgroups:?} exceeds the adapter's {max} per dimension"),
+            ));
+        }
+        let device = &self.gpu.device;
+        let encoder = &mut self.encoder;
+        self.gpu.scoped(|| {
+            let layout = pipeline.get_bind_group_layout(0);
+            let entries: Vec<wgpu::BindGroupEntry> = buffers
+                .iter()
+                .enumerate()
+                .map(|(i, b)| wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource: b.as_entire_binding(),
+                })
+                .collect();
+            let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &layout,
+                entries: &entries,
+            });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+        })?;
+        self.dispatches += 1;
+        Ok(())
+    }
+
+    /// Records a buffer-to-buffer copy of `size` bytes (a multiple of 4).
+    pub fn copy(
+        &mut self,
+        src: &wgpu::Buffer,
+        src_offset: u64,
+        dst: &wgpu::Buffer,
+        dst_offset: u64,
+        size: u64,
+    ) -> Result<()> {
+        let encoder = &mut self.encoder;
+        self.gpu
+            .scoped(|| encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, size))
+    }
+
+    /// Dispatches recorded so far.
+    pub fn dispatches(&self) -> usize {
+        self.dispatches
+    }
+
+    /// Finishes the encoder and submits it (does not wait; [`GpuContext::read_back`] and
+    /// [`GpuContext::sync`] do).
+    pub fn submit(self) -> Result<()> {
+        let Recorder { gpu, encoder, .. } = self;
+        gpu.scoped(|| {
+            gpu.queue.submit([encoder.finish()]);
+        })
     }
 }

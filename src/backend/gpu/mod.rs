@@ -5,4 +5,6 @@ mod context;
 pub mod kernels;
 pub mod shaders;
 
-pub use context::{AdapterSummary, GpuContext, GpuOptions, PowerPreference, list_adapters};
+pub use context::{
+    AdapterSummary, GpuContext, GpuOptions, PowerPreference, Recorder, list_adapters,
+};
