@@ -29,6 +29,7 @@
 //! [`backend::gpu::kernels`].
 
 pub mod backend;
+pub mod conformance;
 pub mod data;
 pub mod error;
 pub mod format;

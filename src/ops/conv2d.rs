@@ -186,6 +186,21 @@ impl OpDef for Conv2d {
         )?])
     }
 
+    fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
+        let x = input_f32(Self::NAME, inputs, 0)?;
+        let w = input_f32(Self::NAME, inputs, 1)?;
+        let bias = optional_input_f32(Self::NAME, inputs, 2)?;
+        let p = self
+            .params(inputs[0].dims(), inputs[1].dims())
+            .map_err(|reason| super::exec_err(Self::NAME, reason))?;
+        let mut y = vec![0f32; p.y_len()?];
+        spore_kernels_cpu::conv2d_fast(&p, x, w, bias, self.act, threads, &mut y)?;
+        Ok(vec![tensor_f32(
+            &[p.n, p.out_h()?, p.out_w()?, p.c_out],
+            y,
+        )?])
+    }
+
     fn attrs(&self) -> Attrs {
         let a = Attrs::new(Self::NAME)
             .with(

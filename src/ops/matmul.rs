@@ -116,6 +116,25 @@ impl OpDef for MatMul {
         Ok(vec![tensor_f32(&shape, y)?])
     }
 
+    fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
+        let shape = out_shape(self, inputs)?;
+        let a = input_f32(Self::NAME, inputs, 0)?;
+        let b = input_f32(Self::NAME, inputs, 1)?;
+        let bias = super::optional_input_f32(Self::NAME, inputs, 2)?;
+        let (p, _) = self
+            .params(inputs[0].dims(), inputs[1].dims())
+            .map_err(|reason| super::exec_err(Self::NAME, reason))?;
+        let (_, _, c_len) = p.validate(Self::NAME)?;
+        let mut y = vec![0f32; c_len];
+        let sp = spore_kernels_cpu::SgemmParams {
+            mm: p,
+            activation: self.act,
+            threads,
+        };
+        spore_kernels_cpu::sgemm(&sp, a, b, bias, &mut y)?;
+        Ok(vec![tensor_f32(&shape, y)?])
+    }
+
     fn attrs(&self) -> Attrs {
         let a = Attrs::new(Self::NAME)
             .with("transpose_a", AttrValue::Bool(self.transpose_a))

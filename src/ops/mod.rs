@@ -7,6 +7,7 @@ pub mod attrs;
 
 pub use attrs::{AttrValue, Attrs};
 
+use crate::backend::gpu::GpuContext;
 use crate::error::{Error, Result};
 use crate::graph::{GraphBuilder, TensorFact, ValueId};
 use crate::tensor::{DType, Tensor};
@@ -47,6 +48,22 @@ pub trait OpDef: Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static {
     /// Floating-point operations for these inputs (multiply-adds count 2), for `inspect`.
     fn flops(&self, _inputs: &[&TensorFact]) -> u64 {
         0
+    }
+
+    /// Runs the op on the tuned CPU kernels (the dispatch table of `spore-kernels-cpu`) with up
+    /// to `threads` workers. Ops without a tuned kernel yet run the reference.
+    fn eval_cpu(&self, inputs: &[&Tensor], _threads: usize) -> Result<Vec<Tensor>> {
+        self.eval_ref(inputs)
+    }
+
+    /// Runs the op alone on the GPU: uploads the inputs, records its kernel(s), reads the
+    /// outputs back. (The planner keeps tensors resident across a fused segment instead; this
+    /// is the per-op path conformance and fallback use.) Ops without a WGSL kernel say so with
+    /// [`Error::NotSupported`], and the executor places them on the CPU.
+    fn eval_gpu(&self, _gpu: &GpuContext, _inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        Err(Error::NotSupported {
+            what: format!("`{}` on the GPU (no WGSL kernel yet)", Self::NAME),
+        })
     }
 
     /// The gradient rule: emits backward nodes into `ctx.builder` and returns, for each input,
@@ -131,6 +148,20 @@ macro_rules! ops {
             pub fn grad(&self, ctx: &mut GradContext<'_>) -> Result<Vec<Option<ValueId>>> {
                 match self {
                     $(Op::$variant(op) => op.grad(ctx),)*
+                }
+            }
+
+            /// See [`OpDef::eval_cpu`].
+            pub fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
+                match self {
+                    $(Op::$variant(op) => op.eval_cpu(inputs, threads),)*
+                }
+            }
+
+            /// See [`OpDef::eval_gpu`].
+            pub fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+                match self {
+                    $(Op::$variant(op) => op.eval_gpu(gpu, inputs),)*
                 }
             }
 

@@ -190,7 +190,7 @@ impl Session {
     pub fn run_with(&self, observer: &mut dyn RunObserver) -> Result<()> {
         let mut state = self.lock_state()?;
         self.check_inputs()?;
-        let outputs = execute(&self.graph, &self.inputs, observer)?;
+        let outputs = execute(&self.ctx, &self.graph, &self.inputs, observer)?;
         state.outputs = outputs;
         Ok(())
     }
@@ -295,8 +295,26 @@ impl Session {
     }
 }
 
-/// The simple executor: every node in order on the CPU reference kernels.
+/// Where one node runs: the GPU when the context has one and the op has a WGSL kernel, else
+/// the tuned CPU kernels. (Per-node placement with a host round trip per GPU node; the planner
+/// replaces this with fused, buffer-resident GPU segments.)
+fn eval_node(
+    ctx: &Context,
+    op: &crate::ops::Op,
+    ins: &[&Tensor],
+) -> (Result<Vec<Tensor>>, &'static str) {
+    if let Some(gpu) = ctx.gpu() {
+        match op.eval_gpu(gpu, ins) {
+            Err(Error::NotSupported { .. }) => {}
+            other => return (other, "gpu"),
+        }
+    }
+    (op.eval_cpu(ins, ctx.cpu_threads()), "cpu")
+}
+
+/// The simple executor: every node in order, each on the device [`eval_node`] picks.
 fn execute(
+    ctx: &Context,
     graph: &Graph,
     inputs: &[Tensor],
     observer: &mut dyn RunObserver,
@@ -304,11 +322,12 @@ fn execute(
     let mut computed: Vec<Option<Tensor>> = vec![None; graph.values().len()];
     let want = observer.wants_tensors();
     for (index, node) in graph.nodes().iter().enumerate() {
+        let device = if ctx.gpu().is_some() { "gpu" } else { "cpu" };
         let info = NodeInfo {
             name: &node.name,
             op: node.op.name(),
             index,
-            device: "cpu",
+            device,
         };
         let ins: Vec<&Tensor> = node
             .inputs
@@ -320,7 +339,12 @@ fn execute(
                 node: node.name.clone(),
             });
         }
-        let outs = node.op.eval_ref(&ins).map_err(|e| match e {
+        let (outs, ran_on) = eval_node(ctx, &node.op, &ins);
+        let info = NodeInfo {
+            device: ran_on,
+            ..info
+        };
+        let outs = outs.map_err(|e| match e {
             Error::OpExecution { op, reason, .. } => Error::OpExecution {
                 op,
                 node: node.name.clone(),

@@ -163,3 +163,28 @@ fn mangled_inputs_give_errors_not_panics() {
         }
     }
 }
+
+/// The cross-backend suite `spore conformance` runs: every op's cases on the reference, the
+/// tuned CPU kernels at 1 and 2 threads, and the GPU, each within its tolerance.
+#[test]
+fn every_op_agrees_on_every_backend() {
+    use spore::conformance::{self, Backend, Status};
+    let mut backends = vec![
+        Backend::Reference,
+        Backend::Cpu { threads: 1 },
+        Backend::Cpu { threads: 2 },
+    ];
+    if let Some(g) = crate::common::gpu("conformance/backends") {
+        backends.push(Backend::Gpu(g));
+    }
+    let rows = conformance::run(&backends, seed("conformance/backends")).unwrap();
+    println!("{}", conformance::table(&rows));
+    let failed: Vec<_> = rows.iter().filter(|r| r.status == Status::Fail).collect();
+    assert!(failed.is_empty(), "failing rows: {failed:#?}");
+    // The reference and the CPU backends cover every op.
+    for r in &rows {
+        if !r.backend.starts_with("gpu") {
+            assert_eq!(r.status, Status::Pass, "{r:?}");
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! harmless EGL failures (set `RUST_LOG=wgpu_hal=warn` to see them).
 //! (train, run, bench, autotune, inspect and quantize join as their issues land.)
 
+mod conformance;
 mod devices;
 mod inspect;
 mod run;
@@ -45,6 +46,22 @@ enum Command {
         /// Save every output as NAME.npy into this directory.
         #[arg(long)]
         out_dir: Option<PathBuf>,
+    },
+    /// Run every op's seeded cases on every available backend (reference, tuned CPU at 1 and
+    /// N threads, GPU) against the reference; one row per op x backend; exit 1 on any failure.
+    Conformance {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Seed for the cases (default: from the clock, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Also fail when a backend has no kernel for an op.
+        #[arg(long)]
+        require_all: bool,
+        /// Skip the GPU even if one exists.
+        #[arg(long)]
+        no_gpu: bool,
     },
     /// Write a zoo model (random weights, seeded) to a Spore model file.
     Zoo {
@@ -124,6 +141,16 @@ fn main() -> ExitCode {
             repeat,
             out_dir,
         } => run::run(&model, device, &inputs, repeat, out_dir.as_ref()),
+        Command::Conformance {
+            json,
+            seed,
+            require_all,
+            no_gpu,
+        } => match conformance::run(json, seed, require_all, no_gpu) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Command::Zoo {
             name,
             out,
