@@ -3,6 +3,7 @@
 //! harmless EGL failures (set `RUST_LOG=wgpu_hal=warn` to see them).
 //! (train, run, bench, autotune, inspect and quantize join as their issues land.)
 
+mod bench;
 mod conformance;
 mod devices;
 mod inspect;
@@ -18,6 +19,13 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// What `spore bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchTarget {
+    /// The tuned CPU kernels.
+    Cpu,
 }
 
 #[derive(Subcommand)]
@@ -46,6 +54,25 @@ enum Command {
         /// Save every output as NAME.npy into this directory.
         #[arg(long)]
         out_dir: Option<PathBuf>,
+    },
+    /// Benchmark the tuned CPU kernels on the peers' workloads (JSONL like `../shared/peers`;
+    /// with `--peers FILE` also the side-by-side table with ratios).
+    Bench {
+        /// What to benchmark (`cpu`).
+        #[arg(value_enum)]
+        target: BenchTarget,
+        /// Thread counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<usize>,
+        /// Only workloads whose name contains this.
+        #[arg(long)]
+        only: Option<String>,
+        /// Append the JSONL records to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Peer results (JSONL from `../shared/peers/run_all.sh`) to compare with; repeatable.
+        #[arg(long)]
+        peers: Vec<PathBuf>,
     },
     /// Run every op's seeded cases on every available backend (reference, tuned CPU at 1 and
     /// N threads, GPU) against the reference; one row per op x backend; exit 1 on any failure.
@@ -141,6 +168,18 @@ fn main() -> ExitCode {
             repeat,
             out_dir,
         } => run::run(&model, device, &inputs, repeat, out_dir.as_ref()),
+        Command::Bench {
+            target: BenchTarget::Cpu,
+            threads,
+            only,
+            out,
+            peers,
+        } => bench::cpu(&bench::Options {
+            threads,
+            only,
+            out,
+            peers,
+        }),
         Command::Conformance {
             json,
             seed,
