@@ -2,10 +2,11 @@
 //! (NHWC activations, `[batch, features]` matrices, any rank >= 1).
 
 use super::{
-    OpCase, OpDef, all_f32, arity, first_numel, input_f32, random_f32, rows_last, tensor_f32,
+    GradContext, OpCase, OpDef, all_f32, arity, first_numel, input_f32, random_f32, rows_last,
+    tensor_f32,
 };
 use crate::error::Result;
-use crate::graph::TensorFact;
+use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
 use crate::tensor::Tensor;
 use spore_kernels_cpu::reference::bias_add as reference;
@@ -78,6 +79,24 @@ impl OpDef for BiasAdd {
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {
         first_numel(inputs)
     }
+
+    /// `dx = dy`; `db = sum(dy)` over every axis but the last.
+    fn grad(&self, ctx: &mut GradContext<'_>) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = ctx.output_grads.first().copied().flatten() else {
+            return Ok(vec![None, None]);
+        };
+        let rank = ctx.builder.fact(dy)?.rank();
+        let axes: Vec<i64> = (0..rank.saturating_sub(1) as i64).collect();
+        let db = ctx.builder.node1(
+            &format!("{}/grad_bias", ctx.node),
+            super::reduce_sum::ReduceSum {
+                axes,
+                keep_dims: false,
+            },
+            &[dy],
+        )?;
+        Ok(vec![Some(dy), Some(db)])
+    }
 }
 
 #[cfg(test)]
@@ -96,6 +115,22 @@ mod tests {
             BiasAdd.infer(&[&f(&[2, 3]), &f(&[3])]).unwrap()[0].shape,
             [2, 3]
         );
+    }
+
+    #[test]
+    fn grad_rule_matches_finite_differences() {
+        let mut rng = Rng::new(7);
+        for case in BiasAdd::cases(&mut rng).unwrap() {
+            let err = crate::ops::gradcheck::check_rule(
+                &case.op,
+                &case.inputs,
+                &[0, 1],
+                Default::default(),
+                &mut rng,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            println!("{}: worst rel err {err:.2e}", case.name);
+        }
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! conformance suites iterate, so a new op is tested without a new test file.
 
 pub mod attrs;
+#[cfg(test)]
+pub(crate) mod gradcheck;
 
 pub use attrs::{AttrValue, Attrs};
 
