@@ -178,5 +178,104 @@ fn gpu_smoke(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, reference_kernels, sgemm, conv2d_tuned, gpu_smoke);
+/// GPU matmul (tiled vs naive) and conv2d (implicit GEMM vs naive) on buffers already on the
+/// device: record, submit, `sync()` before the clock stops. Throughput is 2 * MACs.
+fn gpu_kernels(c: &mut Criterion) {
+    use spore::backend::gpu::kernels::{conv2d as gconv, matmul as gmm};
+    use spore::backend::gpu::{GpuContext, GpuOptions};
+    let opts = GpuOptions {
+        allow_software: true,
+        ..Default::default()
+    };
+    let Ok(gpu) = GpuContext::new(&opts) else {
+        println!("gpu_kernels: skipped: no GPU adapter");
+        return;
+    };
+    let mut g = c.benchmark_group(format!("gpu_kernels/{}", gpu.adapter().name));
+    // The software adapter needs ~0.1-1 s per 512^3 product.
+    g.sample_size(10);
+    for n in [256usize, 512] {
+        let p = matmul::MatmulParams::new(n, n, n);
+        let ab = gpu
+            .upload("a", bytemuck::cast_slice(&random(n * n, 12)))
+            .unwrap();
+        let bb = gpu
+            .upload("b", bytemuck::cast_slice(&random(n * n, 13)))
+            .unwrap();
+        let cb = gpu.poisoned("c", (n * n * 4) as u64).unwrap();
+        g.throughput(Throughput::Elements((2 * n * n * n) as u64));
+        for (label, variant) in [
+            ("tiled", gmm::Variant::Tiled(gmm::Tile::DEFAULT)),
+            ("naive", gmm::Variant::Naive),
+        ] {
+            let mm = gmm::Matmul {
+                p,
+                act: None,
+                variant,
+            };
+            g.bench_function(format!("matmul/{label}/{n}x{n}x{n}"), |bench| {
+                bench.iter(|| {
+                    let mut rec = gpu.recorder();
+                    gmm::record::<f32>(&gpu, &mut rec, &ab, &bb, None, &cb, &mm).unwrap();
+                    rec.submit().unwrap();
+                    gpu.sync().unwrap();
+                })
+            });
+        }
+    }
+    let p = conv2d::Conv2dParams {
+        n: 1,
+        h: 28,
+        w: 28,
+        c_in: 32,
+        c_out: 32,
+        kh: 3,
+        kw: 3,
+        stride_h: 1,
+        stride_w: 1,
+        dilation_h: 1,
+        dilation_w: 1,
+        padding: Padding2d::symmetric(1, 1),
+        groups: 1,
+    };
+    let xb = gpu
+        .upload("x", bytemuck::cast_slice(&random(p.x_len().unwrap(), 14)))
+        .unwrap();
+    let wb = gpu
+        .upload("w", bytemuck::cast_slice(&random(p.w_len().unwrap(), 15)))
+        .unwrap();
+    let bias = gpu
+        .upload("bias", bytemuck::cast_slice(&random(p.c_out, 16)))
+        .unwrap();
+    let yb = gpu.poisoned("y", (p.y_len().unwrap() * 4) as u64).unwrap();
+    g.throughput(Throughput::Elements((2 * 28 * 28 * 32 * 32 * 9) as u64));
+    for (label, variant) in [
+        ("implicit_gemm", gconv::Variant::Tiled(gmm::Tile::DEFAULT)),
+        ("naive", gconv::Variant::Naive),
+    ] {
+        let conv = gconv::Conv2d {
+            p,
+            act: Some(spore::kernels_cpu::reference::activation::Activation::Relu),
+            variant,
+        };
+        g.bench_function(format!("conv2d/{label}/1x28x28x32->32/k3"), |bench| {
+            bench.iter(|| {
+                let mut rec = gpu.recorder();
+                gconv::record::<f32>(&gpu, &mut rec, &xb, &wb, Some(&bias), &yb, &conv).unwrap();
+                rec.submit().unwrap();
+                gpu.sync().unwrap();
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    reference_kernels,
+    sgemm,
+    conv2d_tuned,
+    gpu_smoke,
+    gpu_kernels
+);
 criterion_main!(benches);

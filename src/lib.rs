@@ -40,6 +40,7 @@ pub mod ops;
 pub mod session;
 pub mod shape;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, ErrorCode, GpuErrorKind, Result, error_info};
 pub use shape::{Layout, Shape, SliceArg, parse_index};

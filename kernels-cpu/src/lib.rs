@@ -16,15 +16,27 @@
 //! Kernels check their slice lengths and parameters first and return [`KernelError`]; they
 //! never panic on bad input.
 
+pub mod activation;
+pub mod batch_norm;
+pub mod binary;
 pub mod conv2d;
+pub mod conv2d_grad;
+pub mod conv_transpose2d;
 pub mod cpu;
+pub mod depthwise_conv2d;
 pub mod dispatch;
 pub mod error;
+pub mod matmul_grad;
+pub mod optimizer;
 pub mod parallel;
+pub mod pool2d;
 pub mod portable;
+pub mod reduce;
 pub mod reference;
 pub mod rng;
 pub mod sgemm;
+pub mod softmax;
+pub mod winograd;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 

@@ -47,9 +47,16 @@ impl SgemmParams {
         c: &[f32],
     ) -> crate::Result<()> {
         const K: &str = "sgemm";
-        let (na, nb, nc) = self.mm.validate(K)?;
-        check_len(K, "a", na, a.len())?;
+        let (_, nb, _) = self.mm.validate(K)?;
         check_len(K, "b", nb, b.len())?;
+        self.validate_a_c(a, bias, c)
+    }
+
+    /// [`Self::validate`] without `B` (for a pre-packed one).
+    fn validate_a_c(&self, a: &[f32], bias: Option<&[f32]>, c: &[f32]) -> crate::Result<()> {
+        const K: &str = "sgemm";
+        let (na, _, nc) = self.mm.validate(K)?;
+        check_len(K, "a", na, a.len())?;
         check_len(K, "c", nc, c.len())?;
         if let Some(bias) = bias {
             check_len(K, "bias", self.mm.n, bias.len())?;
@@ -64,10 +71,14 @@ impl SgemmParams {
 }
 
 /// Below this many flops (`2*m*n*k` per batch entry) [`SgemmParams::threads`] is ignored:
-/// besides the spawn, every thread packs all of `B` itself. Measured 2026-11-25 (Zen 4, AVX2
-/// tier): at 256^3 (2^25 flops) 2 threads gave 89-102 GFLOP/s against 93 on one, at 512^3
-/// 135-152 against 97, so the split starts above 256^3.
+/// besides the pool hand-off, every thread packs all of `B` itself. Measured 2026-11-25
+/// (Zen 4, AVX2 tier): at 256^3 (2^25 flops) 2 threads gave 89-102 GFLOP/s against 93 on
+/// one, at 512^3 135-152 against 97, so the split starts above 256^3.
 pub const PAR_MIN_FLOPS: usize = 1 << 26;
+
+/// [`PAR_MIN_FLOPS`] for [`sgemm_prepacked`]: with `B` packed once, a split only costs the
+/// pool hand-off (a few microseconds), so products from about 50 us of work up are split.
+pub const PAR_MIN_FLOPS_PREPACKED: usize = 1 << 22;
 
 /// The signature of an sgemm implementation (a [`crate::dispatch::Kernels`] slot).
 pub type SgemmFn =
@@ -111,9 +122,303 @@ pub fn sgemm_reference(
     Ok(())
 }
 
+/// Which tier's register block and blocking a [`PackedB`] is laid out for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmKind {
+    /// No packing: `op(B)` kept row-major, multiplied by the f64 reference.
+    Reference,
+    /// The portable 6x8 tier.
+    Portable,
+    /// The AVX2 + FMA 6x16 tier (only constructible where the CPU has both).
+    Avx2,
+}
+
+impl GemmKind {
+    /// The kind the dispatch table of `tier` runs on this CPU.
+    pub fn for_tier(tier: crate::dispatch::Tier) -> Self {
+        match tier {
+            crate::dispatch::Tier::Reference => Self::Reference,
+            crate::dispatch::Tier::Portable => Self::Portable,
+            crate::dispatch::Tier::Best => {
+                #[cfg(target_arch = "x86_64")]
+                if crate::x86_64::sgemm_avx2::available() {
+                    return Self::Avx2;
+                }
+                Self::Portable
+            }
+        }
+    }
+
+    /// Whether this CPU can run the kind.
+    pub fn available(self) -> bool {
+        match self {
+            Self::Reference | Self::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => crate::x86_64::sgemm_avx2::available(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Self::Avx2 => false,
+        }
+    }
+}
+
+/// A `[k, n]` right-hand side packed once (for a convolution plan's weights, say) in the
+/// layout the blocked driver of one [`GemmKind`] reads: for each `NC` column block, for each
+/// `KC` row block, `NR`-column panels of `kc` rows of `NR` values, zero-padded. Products with
+/// it ([`sgemm_prepacked`]) skip packing `B` entirely, so threads no longer pack it each.
+#[derive(Debug)]
+pub struct PackedB {
+    kind: GemmKind,
+    k: usize,
+    n: usize,
+    /// Storage; the packed data starts at `off` (64-byte aligned, see `gemm_blocked`).
+    buf: Vec<f32>,
+    off: usize,
+    len: usize,
+}
+
+impl PackedB {
+    /// Packs `op(B)` (`b` is `[k, n]`, or `[n, k]` when `transpose_b`) for `kind`. Errors on
+    /// a zero or overflowing shape, a wrong `b` length, or a kind this CPU cannot run.
+    pub fn new(
+        kind: GemmKind,
+        k: usize,
+        n: usize,
+        transpose_b: bool,
+        b: &[f32],
+    ) -> crate::Result<Self> {
+        const K: &str = "sgemm_prepacked";
+        check_param(K, "shape", k > 0 && n > 0, || {
+            format!("k = {k} and n = {n} must be positive")
+        })?;
+        let kn = crate::error::checked_product(K, &[k, n])?;
+        check_len(K, "b", kn, b.len())?;
+        check_param(K, "kind", kind.available(), || {
+            format!("this CPU cannot run the {kind:?} sgemm")
+        })?;
+        let (rs, cs) = if transpose_b { (1, k) } else { (n, 1) };
+        let view = View { off: 0, rs, cs };
+        let (nr, blk) = match kind {
+            GemmKind::Reference => (1, None),
+            GemmKind::Portable => (
+                crate::portable::sgemm::NR,
+                Some(crate::portable::sgemm::BLOCKING),
+            ),
+            #[cfg(target_arch = "x86_64")]
+            GemmKind::Avx2 => (
+                crate::x86_64::sgemm_avx2::NR,
+                Some(crate::x86_64::sgemm_avx2::BLOCKING),
+            ),
+            #[cfg(not(target_arch = "x86_64"))]
+            GemmKind::Avx2 => (1, None),
+        };
+        let len = crate::error::checked_product(K, &[k, n.div_ceil(nr), nr])?;
+        let mut buf = vec![0.0f32; len + 16];
+        let off = buf.as_ptr().align_offset(64).min(16);
+        let out = &mut buf[off..off + len];
+        match blk {
+            None => {
+                for (i, row) in out.chunks_exact_mut(n).enumerate() {
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = b[i * rs + j * cs];
+                    }
+                }
+            }
+            Some(blk) => {
+                for jc in (0..n).step_by(blk.nc) {
+                    let nc = blk.nc.min(n - jc);
+                    let ncp = nc.div_ceil(nr) * nr;
+                    for pc in (0..k).step_by(blk.kc) {
+                        let kc = blk.kc.min(k - pc);
+                        let dst = &mut out[jc * k + pc * ncp..jc * k + pc * ncp + kc * ncp];
+                        match kind {
+                            GemmKind::Portable => {
+                                pack_b::<{ crate::portable::sgemm::NR }>(
+                                    b, view, pc, kc, jc, nc, dst,
+                                );
+                            }
+                            #[cfg(target_arch = "x86_64")]
+                            GemmKind::Avx2 => {
+                                pack_b::<{ crate::x86_64::sgemm_avx2::NR }>(
+                                    b, view, pc, kc, jc, nc, dst,
+                                );
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            kind,
+            k,
+            n,
+            buf,
+            off,
+            len,
+        })
+    }
+
+    /// The kind this was packed for.
+    pub fn kind(&self) -> GemmKind {
+        self.kind
+    }
+
+    /// `(k, n)`: the shape of `op(B)`.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    fn data(&self) -> &[f32] {
+        &self.buf[self.off..self.off + self.len]
+    }
+}
+
+/// `C[b] = act(A[b] @ B + bias)` with a pre-packed `B` (shared by every batch entry), on the
+/// tier `b` was packed for. `p.mm.n` and `p.mm.k` must match `b.shape()`; `p.mm.b_batch` must
+/// be 1; `p.mm.transpose_b` is ignored (any transpose was applied when packing). Checks every
+/// length first; never panics on bad input.
+pub fn sgemm_prepacked(
+    p: &SgemmParams,
+    a: &[f32],
+    b: &PackedB,
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+) -> crate::Result<()> {
+    const K: &str = "sgemm_prepacked";
+    check_param(K, "b", (p.mm.k, p.mm.n) == b.shape(), || {
+        format!(
+            "packed B is {:?} but the product needs (k, n) = ({}, {})",
+            b.shape(),
+            p.mm.k,
+            p.mm.n
+        )
+    })?;
+    check_param(K, "b_batch", p.mm.b_batch == 1, || {
+        "a packed B is shared by every batch entry".into()
+    })?;
+    let mut q = *p;
+    q.mm.transpose_b = false;
+    q.validate_a_c(a, bias, c)?;
+    let data = b.data();
+    match b.kind {
+        GemmKind::Reference => sgemm_reference(&q, a, data, bias, c),
+        GemmKind::Portable => {
+            use crate::portable::sgemm::{BLOCKING, MR, NR};
+            run_rows::<MR, NR>(
+                &q,
+                a,
+                bias,
+                c,
+                crate::portable::sgemm::MICRO,
+                BLOCKING,
+                PAR_MIN_FLOPS_PREPACKED,
+                |_| BSrc::Packed(data),
+            )
+        }
+        #[cfg(target_arch = "x86_64")]
+        GemmKind::Avx2 => {
+            use crate::x86_64::sgemm_avx2::{BLOCKING, MR, NR};
+            run_rows::<MR, NR>(
+                &q,
+                a,
+                bias,
+                c,
+                crate::x86_64::sgemm_avx2::MICRO,
+                BLOCKING,
+                PAR_MIN_FLOPS_PREPACKED,
+                |_| BSrc::Packed(data),
+            )
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        GemmKind::Avx2 => Err(crate::KernelError::Param {
+            kernel: K,
+            param: "kind",
+            reason: "AVX2 packing on a non-x86_64 target".into(),
+        }),
+    }
+}
+
+/// Rows per packed `A` panel of every packing tier (both register blocks are 6 rows tall), the
+/// layout [`gemm_packed_a`] expects.
+pub(crate) const PACK_MR: usize = 6;
+
+/// `c = a @ b` on one thread, no bias or activation, with `a` already packed as
+/// `ceil(m / PACK_MR)` panels of `k * PACK_MR` values (see [`ASrc::Packed`]) and `b` pre-packed.
+/// `c` is `[m, n]` row-major. Used by the Winograd convolution, whose input transform writes
+/// straight into the packed layout.
+pub(crate) fn gemm_packed_a(m: usize, a: &[f32], b: &PackedB, c: &mut [f32]) -> crate::Result<()> {
+    const K: &str = "sgemm_packed_a";
+    let (k, n) = b.shape();
+    check_len(K, "a", m.div_ceil(PACK_MR) * PACK_MR * k, a.len())?;
+    check_len(K, "c", m * n, c.len())?;
+    let data = b.data();
+    match b.kind {
+        GemmKind::Portable => {
+            use crate::portable::sgemm::{BLOCKING, MR, NR};
+            const { assert!(MR == PACK_MR) };
+            gemm_blocked::<MR, NR>(
+                m,
+                n,
+                k,
+                ASrc::Packed(a),
+                BSrc::Packed(data),
+                None,
+                None,
+                c,
+                crate::portable::sgemm::MICRO,
+                BLOCKING,
+            );
+            Ok(())
+        }
+        #[cfg(target_arch = "x86_64")]
+        GemmKind::Avx2 => {
+            use crate::x86_64::sgemm_avx2::{BLOCKING, MR, NR};
+            const { assert!(MR == PACK_MR) };
+            gemm_blocked::<MR, NR>(
+                m,
+                n,
+                k,
+                ASrc::Packed(a),
+                BSrc::Packed(data),
+                None,
+                None,
+                c,
+                crate::x86_64::sgemm_avx2::MICRO,
+                BLOCKING,
+            );
+            Ok(())
+        }
+        _ => Err(crate::KernelError::Param {
+            kernel: K,
+            param: "kind",
+            reason: format!("no packed-A driver for {:?}", b.kind),
+        }),
+    }
+}
+
 /// A micro-kernel: `out[r * NR + c] = sum_kk a[kk * MR + r] * b[kk * NR + c]` over `kc`
 /// steps, from a packed `A` panel (`kc * MR`) and a packed `B` panel (`kc * NR`).
 pub(crate) type MicroKernel = fn(kc: usize, a: &[f32], b: &[f32], out: &mut [f32]);
+
+/// A micro-kernel reading `A` unpacked: `out[r * NR + c] = sum_kk a[r * lda + kk] *
+/// b[kk * NR + c]` (row-major `A`, rows `lda` apart).
+pub(crate) type StridedKernel = fn(kc: usize, a: &[f32], lda: usize, b: &[f32], out: &mut [f32]);
+
+/// A tier's micro-kernels: the packed one, and optionally one that reads a row-major `A` in
+/// place (used when each `A` panel meets few `B` panels, so packing it would not pay).
+#[derive(Clone, Copy)]
+pub(crate) struct Micro {
+    /// Packed `A` and `B`.
+    pub packed: MicroKernel,
+    /// Row-major `A`, packed `B`.
+    pub strided: Option<StridedKernel>,
+}
+
+/// Widest `n` for which a row-major `A` is read in place (with a strided micro-kernel)
+/// instead of packed: each `A` panel then meets at most 4 `B` panels of 16, and packing it
+/// (a scalar transpose) cost about as much as the product. Measured 2026-11-25 on the
+/// pointwise 144->24 56x56 layer (see the conv2d timing test).
+const DIRECT_A_MAX_N: usize = 64;
 
 /// Cache-blocking sizes of the driver.
 #[derive(Debug, Clone, Copy)]
@@ -128,29 +433,61 @@ pub(crate) struct Blocking {
 
 /// One matrix of a product as the driver sees it: element `(i, j)` at `off + i*rs + j*cs`.
 #[derive(Debug, Clone, Copy)]
-struct View {
-    off: usize,
-    rs: usize,
-    cs: usize,
+pub(crate) struct View {
+    /// Offset of element `(0, 0)`.
+    pub off: usize,
+    /// Row stride.
+    pub rs: usize,
+    /// Column stride.
+    pub cs: usize,
 }
 
 /// Runs every batch entry of a validated problem through the blocked driver, splitting the
-/// rows of `C` over `p.threads` scoped threads when the product is large enough.
+/// rows of `C` over `p.threads` pool workers ([`crate::parallel`]) when the product is large
+/// enough.
 pub(crate) fn run_blocked<const MR: usize, const NR: usize>(
     p: &SgemmParams,
     a: &[f32],
     b: &[f32],
     bias: Option<&[f32]>,
     c: &mut [f32],
-    micro: MicroKernel,
+    micro: Micro,
     blk: Blocking,
-) {
+) -> crate::Result<()> {
+    let mm = p.mm;
+    let (rs_b, cs_b) = if mm.transpose_b { (1, mm.k) } else { (mm.n, 1) };
+    run_rows::<MR, NR>(p, a, bias, c, micro, blk, PAR_MIN_FLOPS, |bi| {
+        let off = if mm.b_batch == 1 { 0 } else { bi * mm.k * mm.n };
+        BSrc::Raw(
+            b,
+            View {
+                off,
+                rs: rs_b,
+                cs: cs_b,
+            },
+        )
+    })
+}
+
+/// The shared row-splitting loop of [`run_blocked`] and the pre-packed entry: every batch
+/// entry, its rows of `C` split over the pool when the product is worth it; `bsrc(bi)` says
+/// where batch entry `bi` finds `B`.
+#[allow(clippy::too_many_arguments)]
+fn run_rows<'b, const MR: usize, const NR: usize>(
+    p: &SgemmParams,
+    a: &[f32],
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+    micro: Micro,
+    blk: Blocking,
+    min_flops: usize,
+    bsrc: impl Fn(usize) -> BSrc<'b> + Sync,
+) -> crate::Result<()> {
     let mm = p.mm;
     let (m, n, k) = (mm.m, mm.n, mm.k);
     let (rs_a, cs_a) = if mm.transpose_a { (1, m) } else { (k, 1) };
-    let (rs_b, cs_b) = if mm.transpose_b { (1, k) } else { (n, 1) };
     let flops = 2 * m * n * k;
-    let threads = if flops >= PAR_MIN_FLOPS {
+    let threads = if flops >= min_flops {
         // At least 2*MR rows per thread, or the split costs more than it brings.
         p.threads.max(1).min(m.div_ceil(2 * MR)).max(1)
     } else {
@@ -158,85 +495,140 @@ pub(crate) fn run_blocked<const MR: usize, const NR: usize>(
     };
     for (bi, cb) in c.chunks_exact_mut(m * n).enumerate() {
         let a_off = bi * m * k;
-        let b_off = if mm.b_batch == 1 { 0 } else { bi * k * n };
-        let bv = View {
-            off: b_off,
-            rs: rs_b,
-            cs: cs_b,
-        };
-        if threads <= 1 {
+        let bs = bsrc(bi);
+        crate::parallel::par_chunks_mut(cb, n, threads, |i0, chunk| {
+            let mt = chunk.len() / n;
             let av = View {
-                off: a_off,
+                off: a_off + i0 * rs_a,
                 rs: rs_a,
                 cs: cs_a,
             };
-            gemm_blocked::<MR, NR>(m, n, k, a, av, b, bv, bias, p.activation, cb, micro, blk);
-        } else {
-            let rows = m.div_ceil(threads).div_ceil(MR) * MR;
-            std::thread::scope(|s| {
-                for (t, chunk) in cb.chunks_mut(rows * n).enumerate() {
-                    let i0 = t * rows;
-                    let mt = chunk.len() / n;
-                    let av = View {
-                        off: a_off + i0 * rs_a,
-                        rs: rs_a,
-                        cs: cs_a,
-                    };
-                    let act = p.activation;
-                    s.spawn(move || {
-                        gemm_blocked::<MR, NR>(mt, n, k, a, av, b, bv, bias, act, chunk, micro, blk)
-                    });
-                }
-            });
-        }
+            gemm_blocked::<MR, NR>(
+                mt,
+                n,
+                k,
+                ASrc::Raw(a, av),
+                bs,
+                bias,
+                p.activation,
+                chunk,
+                micro,
+                blk,
+            );
+            Ok(())
+        })?;
     }
+    Ok(())
+}
+
+/// Where the driver reads `A` from.
+#[derive(Clone, Copy)]
+pub(crate) enum ASrc<'a> {
+    /// A strided matrix, packed block by block.
+    Raw(&'a [f32], View),
+    /// Already packed: `ceil(m / MR)` panels of `k * MR` values, `MR` rows contiguous per
+    /// column, zero-padded past row `m`.
+    Packed(&'a [f32]),
+}
+
+/// Where the driver reads `B` from.
+#[derive(Clone, Copy)]
+pub(crate) enum BSrc<'a> {
+    /// A strided matrix, packed block by block.
+    Raw(&'a [f32], View),
+    /// The data of a [`PackedB`] for this driver's `NR` and blocking.
+    Packed(&'a [f32]),
 }
 
 /// The BLIS loop nest for one `[m, k] @ [k, n]` product into the row-major `c` (`m * n`).
 #[allow(clippy::too_many_arguments)]
-fn gemm_blocked<const MR: usize, const NR: usize>(
+pub(crate) fn gemm_blocked<const MR: usize, const NR: usize>(
     m: usize,
     n: usize,
     k: usize,
-    a: &[f32],
-    av: View,
-    b: &[f32],
-    bv: View,
+    a: ASrc<'_>,
+    b: BSrc<'_>,
     bias: Option<&[f32]>,
     act: Option<Activation>,
     c: &mut [f32],
-    micro: MicroKernel,
+    micro: Micro,
     blk: Blocking,
 ) {
     let kc_max = blk.kc.min(k);
     let nc_max = blk.nc.min(n.div_ceil(NR) * NR);
     let mc_max = blk.mc.min(m.div_ceil(MR) * MR);
     // Packed panels start on a 64-byte boundary, so no 32-byte load in the micro-kernel
-    // splits a cache line (the allocator only promises 16 bytes).
-    let mut bbuf = vec![0.0f32; kc_max * nc_max + 16];
-    let mut abuf = vec![0.0f32; kc_max * mc_max + 16];
+    // splits a cache line (the allocator only promises 16 bytes). Pre-packed operands need no
+    // buffer.
+    let blen = if matches!(b, BSrc::Raw(..)) {
+        kc_max * nc_max
+    } else {
+        0
+    };
+    let alen = if matches!(a, ASrc::Raw(..)) {
+        kc_max * mc_max
+    } else {
+        0
+    };
+    let direct_a = match (a, micro.strided) {
+        (ASrc::Raw(_, av), Some(_)) => av.cs == 1 && n <= DIRECT_A_MAX_N,
+        _ => false,
+    };
+    let mut bbuf = vec![0.0f32; blen + 16];
+    let mut abuf = vec![0.0f32; alen + 16];
     let boff = bbuf.as_ptr().align_offset(64).min(16);
     let aoff = abuf.as_ptr().align_offset(64).min(16);
-    let bpack = &mut bbuf[boff..boff + kc_max * nc_max];
-    let apack = &mut abuf[aoff..aoff + kc_max * mc_max];
-    let mut tile = vec![0.0f32; MR * NR];
+    let bpack = &mut bbuf[boff..boff + blen];
+    let apack = &mut abuf[aoff..aoff + alen];
+    const { assert!(MR * NR <= 256) };
+    let mut tile = [0.0f32; 256];
+    let tile = &mut tile[..MR * NR];
     for jc in (0..n).step_by(blk.nc) {
         let nc = blk.nc.min(n - jc);
+        let ncp = nc.div_ceil(NR) * NR;
         for pc in (0..k).step_by(blk.kc) {
             let kc = blk.kc.min(k - pc);
             let first = pc == 0;
             let last = pc + kc == k;
-            pack_b::<NR>(b, bv, pc, kc, jc, nc, bpack);
+            let bp_all: &[f32] = match b {
+                BSrc::Raw(bm, bv) => {
+                    pack_b::<NR>(bm, bv, pc, kc, jc, nc, bpack);
+                    bpack
+                }
+                // Layout of `PackedB`: `jc` blocks (all but the last a full, NR-aligned
+                // `nc` wide) of `k` rows, each `kc` block `ncp` wide.
+                BSrc::Packed(d) => &d[jc * k + pc * ncp..jc * k + pc * ncp + kc * ncp],
+            };
             for ic in (0..m).step_by(blk.mc) {
                 let mc = blk.mc.min(m - ic);
-                pack_a::<MR>(a, av, ic, mc, pc, kc, apack);
+                if let ASrc::Raw(am, av) = a {
+                    if !direct_a {
+                        pack_a::<MR>(am, av, ic, mc, pc, kc, apack);
+                    } else if !mc.is_multiple_of(MR) {
+                        // Only the ragged last panel goes through the packed kernel.
+                        let il = mc / MR * MR;
+                        pack_a::<MR>(am, av, ic + il, mc - il, pc, kc, &mut apack[il * kc..]);
+                    }
+                }
                 for jr in (0..nc).step_by(NR) {
                     let nr = NR.min(nc - jr);
-                    let bp = &bpack[jr * kc..(jr + NR) * kc];
+                    let bp = &bp_all[jr * kc..(jr + NR) * kc];
                     for ir in (0..mc).step_by(MR) {
                         let mr = MR.min(mc - ir);
-                        let ap = &apack[ir * kc..(ir + MR) * kc];
-                        micro(kc, ap, bp, &mut tile);
+                        let ap = match a {
+                            ASrc::Raw(..) => &apack[ir * kc..(ir + MR) * kc],
+                            ASrc::Packed(d) => {
+                                let s = (ic + ir) / MR * k * MR + pc * MR;
+                                &d[s..s + kc * MR]
+                            }
+                        };
+                        match (a, micro.strided) {
+                            (ASrc::Raw(am, av), Some(strided)) if direct_a && mr == MR => {
+                                let s = av.off + (ic + ir) * av.rs + pc;
+                                strided(kc, &am[s..], av.rs, bp, tile);
+                            }
+                            _ => (micro.packed)(kc, ap, bp, tile),
+                        }
                         let (i0, j0) = (ic + ir, jc + jr);
                         for r in 0..mr {
                             let crow = &mut c[(i0 + r) * n + j0..(i0 + r) * n + j0 + nr];
@@ -283,7 +675,7 @@ fn store_row(
 /// Applies `act` in place. The piecewise-linear ones run in f32 (vectorisable, exact up to
 /// f32 rounding); the transcendental ones go through the f64 reference formula, whose cost is
 /// O(m*n) against the product's O(m*n*k).
-fn apply_activation(act: Activation, v: &mut [f32]) {
+pub(crate) fn apply_activation(act: Activation, v: &mut [f32]) {
     match act {
         Activation::Relu => v.iter_mut().for_each(|x| *x = x.max(0.0)),
         Activation::Relu6 => v.iter_mut().for_each(|x| *x = x.clamp(0.0, 6.0)),
@@ -394,6 +786,20 @@ pub(crate) mod tests {
         (0..n).map(|_| r.uniform(-1.0, 1.0) as f32).collect()
     }
 
+    /// Relative L2 error <= 1e-5, except where the outputs nearly cancel (a few tiny dot
+    /// products, e.g. m = 2, n = 1): there an f32 sum of `k` unit-scale products is only
+    /// accurate to ~`sqrt(k) * 1e-7` absolute, so the absolute RMS error must be under 1e-6
+    /// per `sqrt(k)` instead.
+    #[track_caller]
+    pub(crate) fn close_or_cancelled(what: &str, got: &[f64], want: &[f64], k: usize) {
+        let sq: f64 = got.iter().zip(want).map(|(g, w)| (g - w) * (g - w)).sum();
+        let rms = (sq / want.len().max(1) as f64).sqrt();
+        if rms <= 1e-6 * (k as f64).sqrt() {
+            return;
+        }
+        assert_close(what, got, want, 1e-5);
+    }
+
     /// Checks `f` against the reference matmul + bias + activation on random ragged
     /// problems: every transpose combination, every activation, batched and shared `B`.
     pub(crate) fn check_tier(name: &str, f: SgemmFn) {
@@ -425,11 +831,11 @@ pub(crate) mod tests {
             sgemm_reference(&p, &a, &b, bias, &mut want).unwrap();
             f(&p, &a, &b, bias, &mut got).unwrap();
             let w = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
-            assert_close(
+            close_or_cancelled(
                 &format!("sgemm/{name}/{p:?} bias={}", bias.is_some()),
                 &w(&got),
                 &w(&want),
-                1e-5,
+                k,
             );
         }
         // Big enough to cross PAR_MIN_FLOPS and several KC/MC blocks, on 3 threads (the last
@@ -483,6 +889,91 @@ pub(crate) mod tests {
         assert!(f(&bb, &a, &b, None, &mut c).is_err());
         let huge = SgemmParams::new(usize::MAX / 2, 3, 4);
         assert!(f(&huge, &a, &b, None, &mut c).is_err());
+    }
+
+    #[test]
+    fn prepacked_matches_oracle() {
+        let mut r = rng("sgemm_prepacked");
+        let mut kinds = vec![GemmKind::Reference, GemmKind::Portable];
+        if GemmKind::Avx2.available() {
+            kinds.push(GemmKind::Avx2);
+        }
+        println!("sgemm_prepacked kinds: {kinds:?}");
+        for case in 0..24 {
+            let pick = |r: &mut crate::rng::Rng| SIZES[r.range(0, SIZES.len() - 1)];
+            let (m, n, k) = (pick(&mut r), pick(&mut r), pick(&mut r));
+            let (m, n, k) = if case == 0 {
+                (300, 3100, 600)
+            } else {
+                (m, n, k)
+            };
+            let mut mm = MatmulParams::new(m, n, k);
+            mm.batch = 1 + case % 2;
+            mm.transpose_a = case % 3 == 1;
+            mm.transpose_b = case % 4 >= 2;
+            let p = SgemmParams {
+                mm,
+                activation: ACTS[case % ACTS.len()],
+                threads: 1 + case % 2,
+            };
+            let a = rand_f32(&mut r, mm.batch * m * k);
+            let b = rand_f32(&mut r, k * n);
+            let bias = rand_f32(&mut r, n);
+            let bias = (case % 3 != 0).then_some(&bias[..]);
+            let mut want = vec![0.0f32; mm.batch * m * n];
+            sgemm_reference(&p, &a, &b, bias, &mut want).unwrap();
+            for &kind in &kinds {
+                let pb = PackedB::new(kind, k, n, mm.transpose_b, &b).unwrap();
+                let mut got = vec![f32::NAN; want.len()];
+                sgemm_prepacked(&p, &a, &pb, bias, &mut got).unwrap();
+                let w = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+                close_or_cancelled(
+                    &format!("sgemm_prepacked/{kind:?}/{p:?}"),
+                    &w(&got),
+                    &w(&want),
+                    k,
+                );
+                let mut bad = p;
+                bad.mm.k += 1;
+                assert!(sgemm_prepacked(&bad, &a, &pb, bias, &mut got).is_err());
+            }
+        }
+        assert!(PackedB::new(GemmKind::Portable, 3, 4, false, &[0.0; 11]).is_err());
+        assert!(PackedB::new(GemmKind::Portable, 0, 4, false, &[]).is_err());
+    }
+
+    /// `cargo test --release -p spore-kernels-cpu prepacked_timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn prepacked_timing() {
+        let mut r = rng("prepacked_timing");
+        for (m, n, k) in [(3136, 24, 144), (3136, 64, 576), (1024, 1024, 1024)] {
+            let a = rand_f32(&mut r, m * k);
+            let b = rand_f32(&mut r, k * n);
+            let mut c = vec![0.0f32; m * n];
+            let pb = PackedB::new(
+                GemmKind::for_tier(crate::dispatch::Tier::Best),
+                k,
+                n,
+                false,
+                &b,
+            )
+            .unwrap();
+            for threads in [1, 2] {
+                let mut p = SgemmParams::new(m, n, k);
+                p.threads = threads;
+                let mut best = f64::INFINITY;
+                for _ in 0..20 {
+                    let t = std::time::Instant::now();
+                    sgemm_prepacked(&p, &a, &pb, None, &mut c).unwrap();
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                println!(
+                    "prepacked {m}x{n}x{k} t={threads}: {:.1} GFLOP/s",
+                    2.0 * (m * n * k) as f64 / best / 1e9
+                );
+            }
+        }
     }
 
     #[test]

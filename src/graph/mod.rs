@@ -138,6 +138,93 @@ impl Graph {
             .collect()
     }
 
+    /// Replaces the data of constant `name` (a trained parameter, say) with `data` of the same
+    /// dtype and shape.
+    pub fn replace_constant(&mut self, name: &str, data: Tensor) -> Result<()> {
+        let id = self.value_by_name(name).ok_or_else(|| Error::Missing {
+            what: format!("constant `{name}`"),
+        })?;
+        let v = &mut self.values[id.0];
+        if v.fact.dtype != data.dtype() || v.fact.shape != data.dims() {
+            return Err(Error::invalid_param(
+                name,
+                format!(
+                    "new value is {} {:?}, the constant is {} {:?}",
+                    data.dtype(),
+                    data.dims(),
+                    v.fact.dtype,
+                    v.fact.shape
+                ),
+            ));
+        }
+        match &mut v.kind {
+            ValueKind::Constant { data: d, .. } => {
+                *d = Arc::new(data);
+                Ok(())
+            }
+            _ => Err(Error::invalid_param(name, "is not a constant")),
+        }
+    }
+
+    /// The graph without the nodes no output depends on, and without constants nothing uses
+    /// (inputs are kept: they are the caller's interface). Value ids change; names do not.
+    pub fn prune(self) -> Graph {
+        let mut live = vec![false; self.values.len()];
+        for o in &self.outputs {
+            live[o.0] = true;
+        }
+        let mut keep_node = vec![false; self.nodes.len()];
+        for (i, node) in self.nodes.iter().enumerate().rev() {
+            if node.outputs.iter().any(|o| live[o.0]) {
+                keep_node[i] = true;
+                for inp in &node.inputs {
+                    live[inp.0] = true;
+                }
+            }
+        }
+        for i in &self.inputs {
+            live[i.0] = true;
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            if keep_node[i] {
+                for o in &node.outputs {
+                    live[o.0] = true;
+                }
+            }
+        }
+        let mut remap = vec![None; self.values.len()];
+        let mut values = Vec::new();
+        for (i, v) in self.values.into_iter().enumerate() {
+            if live[i] {
+                remap[i] = Some(ValueId(values.len()));
+                values.push(v);
+            }
+        }
+        let map = |id: &ValueId| remap[id.0].unwrap_or(*id);
+        let mut node_remap = vec![None; self.nodes.len()];
+        let mut nodes = Vec::new();
+        for (i, mut node) in self.nodes.into_iter().enumerate() {
+            if keep_node[i] {
+                node_remap[i] = Some(NodeId(nodes.len()));
+                node.inputs = node.inputs.iter().map(map).collect();
+                node.outputs = node.outputs.iter().map(map).collect();
+                nodes.push(node);
+            }
+        }
+        for v in &mut values {
+            if let ValueKind::Output { node, .. } = &mut v.kind {
+                *node = node_remap[node.0].unwrap_or(*node);
+            }
+        }
+        Graph {
+            values,
+            nodes,
+            inputs: self.inputs.iter().map(map).collect(),
+            outputs: self.outputs.iter().map(map).collect(),
+            metadata: self.metadata,
+        }
+    }
+
     /// Rebuilds a builder holding this graph (to extend or rewrite it).
     pub fn into_builder(self) -> GraphBuilder {
         let names = self
@@ -301,6 +388,21 @@ impl GraphBuilder {
                 format!("op has {} outputs, expected 1", outs.len()),
             )),
         }
+    }
+
+    /// Whether `name` is taken by a value or a node.
+    pub fn has_name(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    /// The name of value `id`.
+    pub fn value_name(&self, id: ValueId) -> Result<String> {
+        Ok(self.graph.value(id)?.name.clone())
+    }
+
+    /// The value called `name`, if any.
+    pub fn value_id(&self, name: &str) -> Option<ValueId> {
+        self.graph.value_by_name(name)
     }
 
     /// Marks `id` as a graph output.

@@ -2,9 +2,9 @@
 //! hard-sigmoid and gelu, one op with the function as an attribute. The same
 //! [`ActivationKind`] is the fused-activation attribute of conv, depthwise and matmul.
 
-use super::{OpCase, OpDef, all_f32, arity, input_f32, random_f32, tensor_f32};
+use super::{GradContext, OpCase, OpDef, all_f32, arity, input_f32, random_f32, tensor_f32};
 use crate::error::Result;
-use crate::graph::TensorFact;
+use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
 use crate::ops::attrs::AttrValue;
 use crate::tensor::Tensor;
@@ -135,5 +135,51 @@ impl OpDef for Activation {
 
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {
         inputs.first().map_or(0, |f| f.numel() as u64)
+    }
+
+    /// `dx = dy * act'(x)`, one `activation_grad` node reading the forward INPUT `x`.
+    fn grad(&self, ctx: &mut GradContext<'_>) -> Result<Vec<Option<ValueId>>> {
+        let (Some(dy), Some(&x)) = (
+            ctx.output_grads.first().copied().flatten(),
+            ctx.inputs.first(),
+        ) else {
+            return Ok(vec![None]);
+        };
+        let dx = ctx.builder.node1(
+            &format!("{}/grad_x", ctx.node),
+            super::activation_grad::ActivationGrad { kind: self.kind },
+            &[x, dy],
+        )?;
+        Ok(vec![Some(dx)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grad_rule_matches_finite_differences() {
+        let mut rng = Rng::new(21);
+        for case in Activation::cases(&mut rng).unwrap() {
+            // Kinks (relu / leaky at 0, relu6 at 0 and 6, hard_* at +-3): a small step, and
+            // inputs moved off the kinks so no difference straddles one.
+            let cfg = crate::ops::gradcheck::GradCheck {
+                eps: 1e-3,
+                tol: 1e-2,
+            };
+            let x = case.inputs[0]
+                .clone()
+                .map_f32(|v| {
+                    let near = [-3.0f32, 0.0, 3.0, 6.0]
+                        .iter()
+                        .any(|k| (v - k).abs() < 0.01);
+                    if near { v + 0.05 } else { v }
+                })
+                .unwrap();
+            let err = crate::ops::gradcheck::check_rule(&case.op, &[x], &[0], cfg, &mut rng)
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            println!("{}: worst rel err {err:.2e}", case.name);
+        }
     }
 }

@@ -3,11 +3,15 @@
 //! whole window (padding counts as zeros, PyTorch's default) instead of by its real cells
 //! (TF / ONNX); without it a window of padding alone is refused.
 
+use super::avg_pool2d_grad::AvgPool2dGrad;
 use super::conv2d::Padding;
+use super::grad_util::{input, output_grad, shape_of};
 use super::max_pool2d::window_attrs;
-use super::{OpCase, OpDef, all_f32, arity, input_f32, ints_attr, random_f32, tensor_f32};
+use super::{
+    GradContext, OpCase, OpDef, all_f32, arity, input_f32, ints_attr, random_f32, tensor_f32,
+};
 use crate::error::Result;
-use crate::graph::TensorFact;
+use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
 use crate::ops::attrs::AttrValue;
 use crate::tensor::Tensor;
@@ -158,11 +162,44 @@ impl OpDef for AvgPool2d {
             (o[0].numel() as u64).saturating_mul((self.kernel[0] * self.kernel[1]) as u64)
         })
     }
+
+    /// `dx = avg_pool2d_grad(dy)` for `x`'s shape: each `dy` cell spread over its window.
+    fn grad(&self, ctx: &mut GradContext<'_>) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = output_grad(ctx) else {
+            return Ok(vec![None]);
+        };
+        let input_shape = shape_of::<4>(ctx, input(ctx, 0)?)?;
+        let dx = ctx.builder.node1(
+            &format!("{}/grad_input", ctx.node),
+            AvgPool2dGrad {
+                pool: self.clone(),
+                input_shape,
+            },
+            &[dy],
+        )?;
+        Ok(vec![Some(dx)])
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grad_rule_matches_finite_differences() {
+        let mut rng = Rng::new(62);
+        for case in AvgPool2d::cases(&mut rng).unwrap() {
+            let err = crate::ops::gradcheck::check_rule(
+                &case.op,
+                &case.inputs,
+                &[0],
+                Default::default(),
+                &mut rng,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            println!("{}: worst rel err {err:.2e}", case.name);
+        }
+    }
 
     #[test]
     fn infer_refuses_bad_shapes() {

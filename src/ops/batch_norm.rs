@@ -2,9 +2,13 @@
 //! `y = gamma * (x - mean) / sqrt(var + eps) + beta`, with inputs `x, mean, var, gamma, beta`
 //! (the last four `[c]`). `plan` folds it into a preceding convolution where it can.
 
-use super::{OpCase, OpDef, all_f32, arity, first_numel, input_f32, random_f32, rows_last};
+use super::batch_norm_grad::BatchNormGrad;
+use super::grad_util::{input, output_grad};
+use super::{
+    GradContext, OpCase, OpDef, all_f32, arity, first_numel, input_f32, random_f32, rows_last,
+};
 use crate::error::Result;
-use crate::graph::TensorFact;
+use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
 use crate::ops::attrs::AttrValue;
 use crate::tensor::Tensor;
@@ -99,11 +103,52 @@ impl OpDef for BatchNorm {
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {
         first_numel(inputs)
     }
+
+    /// Frozen statistics (inference mode): one `batch_norm_grad` node (`training = false`)
+    /// gives `dx`, `dgamma`, `dbeta`; `mean` and `var` are running buffers, not trained, so
+    /// no gradient flows to them.
+    fn grad(&self, ctx: &mut GradContext<'_>) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = output_grad(ctx) else {
+            return Ok(vec![None; 5]);
+        };
+        let [x, mean, var, gamma] = [0, 1, 2, 3].map(|i| input(ctx, i));
+        let outs = ctx.builder.node(
+            &format!("{}/grad", ctx.node),
+            BatchNormGrad {
+                eps: self.eps,
+                training: false,
+            },
+            &[x?, gamma?, dy, mean?, var?],
+        )?;
+        let &[dx, dgamma, dbeta] = outs.as_slice() else {
+            return Err(crate::Error::invalid_param(
+                "grad",
+                format!("batch_norm_grad gave {} outputs, expected 3", outs.len()),
+            ));
+        };
+        Ok(vec![Some(dx), None, None, Some(dgamma), Some(dbeta)])
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grad_rule_matches_finite_differences() {
+        let mut rng = Rng::new(81);
+        for case in BatchNorm::cases(&mut rng).unwrap() {
+            let err = crate::ops::gradcheck::check_rule(
+                &case.op,
+                &case.inputs,
+                &[0, 3, 4],
+                Default::default(),
+                &mut rng,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            println!("{}: worst rel err {err:.2e}", case.name);
+        }
+    }
 
     #[test]
     fn infer_refuses_bad_shapes() {

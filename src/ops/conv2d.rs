@@ -3,12 +3,15 @@
 //! fused activation (set by `plan::fuse`, read by every backend).
 
 use super::activation::{ActivationKind, apply_in_place, get_kind, put_kind};
+use super::conv2d_grad_input::Conv2dGradInput;
+use super::conv2d_grad_weight::Conv2dGradWeight;
+use super::grad_util::{bias_grad, input, output_grad, shape_of, through_act};
 use super::{
-    OpCase, OpDef, all_f32, arity, check_bias, input_f32, optional_input_f32, random_f32,
-    tensor_f32,
+    GradContext, OpCase, OpDef, all_f32, arity, check_bias, input_f32, optional_input_f32,
+    random_f32, tensor_f32,
 };
 use crate::error::Result;
-use crate::graph::TensorFact;
+use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
 use crate::ops::attrs::AttrValue;
 use crate::tensor::Tensor;
@@ -311,5 +314,104 @@ impl OpDef for Conv2d {
             }
             _ => 0,
         }
+    }
+
+    /// Through the fused activation (if any) to `dz`, then `dx = conv2d_grad_input(dz, w)`,
+    /// `dw = conv2d_grad_weight(x, dz)` and `db = reduce_sum(dz)` over `n, h, w`.
+    fn grad(&self, ctx: &mut GradContext<'_>) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = output_grad(ctx) else {
+            return Ok(vec![None; ctx.inputs.len()]);
+        };
+        let unfused = Conv2d {
+            act: None,
+            ..self.clone()
+        };
+        let (x, w) = (input(ctx, 0)?, input(ctx, 1)?);
+        let (input_shape, weight_shape) = (shape_of::<4>(ctx, x)?, shape_of::<4>(ctx, w)?);
+        let dz = through_act(ctx, self.act, dy, unfused.clone())?;
+        let dx = ctx.builder.node1(
+            &format!("{}/grad_input", ctx.node),
+            Conv2dGradInput {
+                conv: unfused.clone(),
+                input_shape,
+            },
+            &[dz, w],
+        )?;
+        let dw = ctx.builder.node1(
+            &format!("{}/grad_weight", ctx.node),
+            Conv2dGradWeight {
+                conv: unfused,
+                weight_shape,
+            },
+            &[x, dz],
+        )?;
+        let mut grads = vec![Some(dx), Some(dw)];
+        if ctx.inputs.len() > 2 {
+            grads.push(Some(bias_grad(ctx, dz)?));
+        }
+        Ok(grads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::gradcheck::{GradCheck, check_rule};
+
+    #[test]
+    fn grad_rule_matches_finite_differences() {
+        let mut rng = Rng::new(31);
+        for case in Conv2d::cases(&mut rng).unwrap() {
+            // Fused ReLU-family kinks: a smaller step keeps the differences off them.
+            let cfg = match &case.op {
+                crate::ops::Op::Conv2d(c) if c.act.is_some() => GradCheck {
+                    eps: 1e-3,
+                    tol: 1e-2,
+                },
+                _ => GradCheck::default(),
+            };
+            let wrt: Vec<usize> = (0..case.inputs.len()).collect();
+            let err = check_rule(&case.op, &case.inputs, &wrt, cfg, &mut rng)
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            println!("{}: worst rel err {err:.2e}", case.name);
+        }
+    }
+
+    #[test]
+    fn grad_rule_handles_every_activation_and_a_missing_dy() {
+        let mut rng = Rng::new(32);
+        for kind in super::super::activation::ALL_KINDS {
+            let op = Conv2d {
+                strides: [2, 1],
+                padding: Padding::Same,
+                act: Some(kind),
+                ..Default::default()
+            };
+            let inputs = vec![
+                random_f32(&mut rng, &[1, 5, 4, 3]).unwrap(),
+                random_f32(&mut rng, &[2, 3, 2, 3]).unwrap(),
+                random_f32(&mut rng, &[2]).unwrap(),
+            ];
+            let cfg = GradCheck {
+                eps: 1e-3,
+                tol: 1e-2,
+            };
+            let err = check_rule(&op.clone().into(), &inputs, &[0, 1, 2], cfg, &mut rng)
+                .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+            println!("conv2d act {kind:?}: worst rel err {err:.2e}");
+        }
+        // No gradient reaches the output: none flows to the inputs, and no node is added.
+        let mut b = crate::graph::GraphBuilder::new();
+        let x = b.input("x", crate::DType::F32, &[1, 3, 3, 2]).unwrap();
+        let w = b.input("w", crate::DType::F32, &[1, 1, 1, 2]).unwrap();
+        let y = b.node("c", Conv2d::default(), &[x, w]).unwrap();
+        let mut ctx = GradContext {
+            builder: &mut b,
+            node: "c",
+            inputs: &[x, w],
+            outputs: &y,
+            output_grads: &[None],
+        };
+        assert_eq!(Conv2d::default().grad(&mut ctx).unwrap(), vec![None, None]);
     }
 }

@@ -3,13 +3,15 @@
 //! stride, dilation, explicit (possibly asymmetric) pads cropping the full output,
 //! `output_padding`, groups and optional bias.
 
-use super::conv2d::MAX_WINDOW;
+use super::conv_transpose2d_grad_weight::ConvTranspose2dGradWeight;
+use super::conv2d::{Conv2d, MAX_WINDOW, Padding};
+use super::grad_util::{bias_grad, input, output_grad, shape_of};
 use super::{
-    OpCase, OpDef, all_f32, arity, check_bias, input_f32, ints_attr, optional_input_f32,
-    random_f32, tensor_f32,
+    GradContext, OpCase, OpDef, all_f32, arity, check_bias, input_f32, ints_attr,
+    optional_input_f32, random_f32, tensor_f32,
 };
 use crate::error::Result;
-use crate::graph::TensorFact;
+use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
 use crate::tensor::Tensor;
 use spore_kernels_cpu::reference::conv_transpose2d as reference;
@@ -231,11 +233,71 @@ impl OpDef for ConvTranspose2d {
             _ => 0,
         }
     }
+
+    /// `dx` is the matching convolution of `dy` with the same weight (a `conv2d` node),
+    /// `dw = conv_transpose2d_grad_weight(x, dy)` and `db = reduce_sum(dy)` over `n, h, w`.
+    fn grad(&self, ctx: &mut GradContext<'_>) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = output_grad(ctx) else {
+            return Ok(vec![None; ctx.inputs.len()]);
+        };
+        let (x, w) = (input(ctx, 0)?, input(ctx, 1)?);
+        let weight_shape = shape_of::<4>(ctx, w)?;
+        let matching = Conv2d {
+            strides: self.strides,
+            dilations: self.dilations,
+            padding: Padding::Explicit(self.pads),
+            groups: self.groups,
+            act: None,
+        };
+        let dx = ctx
+            .builder
+            .node1(&format!("{}/grad_input", ctx.node), matching, &[dy, w])?;
+        let (got, want) = (&ctx.builder.fact(dx)?.shape, &ctx.builder.fact(x)?.shape);
+        if got != want {
+            return Err(crate::Error::invalid_param(
+                "grad",
+                format!(
+                    "node `{}`: the matching convolution gives {got:?}, the input is {want:?}",
+                    ctx.node
+                ),
+            ));
+        }
+        let dw = ctx.builder.node1(
+            &format!("{}/grad_weight", ctx.node),
+            ConvTranspose2dGradWeight {
+                conv: self.clone(),
+                weight_shape,
+            },
+            &[x, dy],
+        )?;
+        let mut grads = vec![Some(dx), Some(dw)];
+        if ctx.inputs.len() > 2 {
+            grads.push(Some(bias_grad(ctx, dy)?));
+        }
+        Ok(grads)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grad_rule_matches_finite_differences() {
+        let mut rng = Rng::new(51);
+        for case in ConvTranspose2d::cases(&mut rng).unwrap() {
+            let wrt: Vec<usize> = (0..case.inputs.len()).collect();
+            let err = crate::ops::gradcheck::check_rule(
+                &case.op,
+                &case.inputs,
+                &wrt,
+                Default::default(),
+                &mut rng,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            println!("{}: worst rel err {err:.2e}", case.name);
+        }
+    }
 
     #[test]
     fn infer_refuses_bad_shapes() {

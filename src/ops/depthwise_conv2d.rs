@@ -5,12 +5,15 @@
 
 use super::activation::{ActivationKind, apply_in_place, get_kind, put_kind};
 use super::conv2d::{MAX_WINDOW, Padding};
+use super::depthwise_conv2d_grad_input::DepthwiseConv2dGradInput;
+use super::depthwise_conv2d_grad_weight::DepthwiseConv2dGradWeight;
+use super::grad_util::{bias_grad, input, output_grad, shape_of, through_act};
 use super::{
-    OpCase, OpDef, all_f32, arity, check_bias, input_f32, ints_attr, optional_input_f32,
-    random_f32, tensor_f32,
+    GradContext, OpCase, OpDef, all_f32, arity, check_bias, input_f32, ints_attr,
+    optional_input_f32, random_f32, tensor_f32,
 };
 use crate::error::Result;
-use crate::graph::TensorFact;
+use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
 use crate::tensor::Tensor;
 use spore_kernels_cpu::reference::depthwise_conv2d as reference;
@@ -211,11 +214,87 @@ impl OpDef for DepthwiseConv2d {
             _ => 0,
         }
     }
+
+    /// Through the fused activation (if any) to `dz`, then
+    /// `dx = depthwise_conv2d_grad_input(dz, w)`, `dw = depthwise_conv2d_grad_weight(x, dz)`
+    /// and `db = reduce_sum(dz)` over `n, h, w`.
+    fn grad(&self, ctx: &mut GradContext<'_>) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = output_grad(ctx) else {
+            return Ok(vec![None; ctx.inputs.len()]);
+        };
+        let unfused = DepthwiseConv2d {
+            act: None,
+            ..self.clone()
+        };
+        let (x, w) = (input(ctx, 0)?, input(ctx, 1)?);
+        let (input_shape, weight_shape) = (shape_of::<4>(ctx, x)?, shape_of::<3>(ctx, w)?);
+        let dz = through_act(ctx, self.act, dy, unfused.clone())?;
+        let dx = ctx.builder.node1(
+            &format!("{}/grad_input", ctx.node),
+            DepthwiseConv2dGradInput {
+                conv: unfused.clone(),
+                input_shape,
+            },
+            &[dz, w],
+        )?;
+        let dw = ctx.builder.node1(
+            &format!("{}/grad_weight", ctx.node),
+            DepthwiseConv2dGradWeight {
+                conv: unfused,
+                weight_shape,
+            },
+            &[x, dz],
+        )?;
+        let mut grads = vec![Some(dx), Some(dw)];
+        if ctx.inputs.len() > 2 {
+            grads.push(Some(bias_grad(ctx, dz)?));
+        }
+        Ok(grads)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::gradcheck::{GradCheck, check_rule};
+
+    #[test]
+    fn grad_rule_matches_finite_differences() {
+        let mut rng = Rng::new(41);
+        for case in DepthwiseConv2d::cases(&mut rng).unwrap() {
+            let cfg = match &case.op {
+                crate::ops::Op::DepthwiseConv2d(c) if c.act.is_some() => GradCheck {
+                    eps: 1e-3,
+                    tol: 1e-2,
+                },
+                _ => GradCheck::default(),
+            };
+            let wrt: Vec<usize> = (0..case.inputs.len()).collect();
+            let err = check_rule(&case.op, &case.inputs, &wrt, cfg, &mut rng)
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            println!("{}: worst rel err {err:.2e}", case.name);
+        }
+        // A smooth fused activation (recomputes the pre-activation) with a multiplier.
+        let op = DepthwiseConv2d {
+            strides: [1, 2],
+            act: Some(crate::ops::activation::ActivationKind::Tanh),
+            ..Default::default()
+        };
+        let inputs = vec![
+            random_f32(&mut rng, &[2, 4, 5, 2]).unwrap(),
+            random_f32(&mut rng, &[2, 3, 6]).unwrap(),
+            random_f32(&mut rng, &[6]).unwrap(),
+        ];
+        let err = check_rule(
+            &op.into(),
+            &inputs,
+            &[0, 1, 2],
+            GradCheck::default(),
+            &mut rng,
+        )
+        .unwrap();
+        println!("depthwise_conv2d tanh multiplier3: worst rel err {err:.2e}");
+    }
 
     #[test]
     fn infer_refuses_bad_shapes() {

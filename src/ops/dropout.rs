@@ -127,6 +127,22 @@ impl OpDef for Dropout {
             0
         }
     }
+
+    /// The same mask applied to `dy`: with the same `rate` and `seed` this very op IS the
+    /// gradient (`dx = dy * keep / (1 - rate)`), so no dedicated grad op is needed. In
+    /// inference mode the gradient is `dy` itself.
+    fn grad(&self, ctx: &mut super::GradContext<'_>) -> Result<Vec<Option<crate::graph::ValueId>>> {
+        let Some(dy) = ctx.output_grads.first().copied().flatten() else {
+            return Ok(vec![None]);
+        };
+        if !self.training {
+            return Ok(vec![Some(dy)]);
+        }
+        let dx = ctx
+            .builder
+            .node1(&format!("{}/grad_x", ctx.node), self.clone(), &[dy])?;
+        Ok(vec![Some(dx)])
+    }
 }
 
 #[cfg(test)]
@@ -167,6 +183,22 @@ mod tests {
         assert!(kept > 32 && kept < 64, "kept {kept} of 64");
         for (i, v) in y.iter().enumerate() {
             assert!(*v == 0.0 || (v - (i + 1) as f32 / 0.75).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn grad_rule_matches_finite_differences() {
+        let mut rng = Rng::new(61);
+        for case in Dropout::cases(&mut rng).unwrap() {
+            let err = crate::ops::gradcheck::check_rule(
+                &case.op,
+                &case.inputs,
+                &[0],
+                Default::default(),
+                &mut rng,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            println!("{}: worst rel err {err:.2e}", case.name);
         }
     }
 

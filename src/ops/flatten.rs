@@ -91,6 +91,11 @@ impl OpDef for Flatten {
             })
             .collect()
     }
+
+    /// `dx = reshape(dy, shape of x)` (see [`super::reshape::reshape_back`]).
+    fn grad(&self, ctx: &mut super::GradContext<'_>) -> Result<Vec<Option<crate::graph::ValueId>>> {
+        super::reshape::reshape_back(ctx)
+    }
 }
 
 #[cfg(test)]
@@ -111,6 +116,22 @@ mod tests {
             Flatten { axis: 0 }.infer(&[&TensorFact::f32([])]).unwrap()[0].shape,
             [1, 1]
         );
+    }
+
+    #[test]
+    fn grad_rule_matches_finite_differences() {
+        let mut rng = Rng::new(53);
+        for case in Flatten::cases(&mut rng).unwrap() {
+            let err = crate::ops::gradcheck::check_rule(
+                &case.op,
+                &case.inputs,
+                &[0],
+                Default::default(),
+                &mut rng,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            println!("{}: worst rel err {err:.2e}", case.name);
+        }
     }
 
     #[test]

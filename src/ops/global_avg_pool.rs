@@ -2,9 +2,13 @@
 //! `[n, c]`. The output is rank 2, NOT `[n, 1, 1, c]`: the usual next op is a Dense layer
 //! (`matmul`); a graph that needs the rank-4 form appends a `reshape`.
 
-use super::{OpCase, OpDef, all_f32, arity, first_numel, input_f32, random_f32, tensor_f32};
+use super::global_avg_pool_grad::GlobalAvgPoolGrad;
+use super::grad_util::{input, output_grad, shape_of};
+use super::{
+    GradContext, OpCase, OpDef, all_f32, arity, first_numel, input_f32, random_f32, tensor_f32,
+};
 use crate::error::Result;
-use crate::graph::TensorFact;
+use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
 use crate::tensor::Tensor;
 use spore_kernels_cpu::reference::global_avg_pool as reference;
@@ -75,11 +79,41 @@ impl OpDef for GlobalAvgPool {
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {
         first_numel(inputs)
     }
+
+    /// `dx = global_avg_pool_grad(dy)` for `x`'s shape: `dy / (h * w)` at every cell.
+    fn grad(&self, ctx: &mut GradContext<'_>) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = output_grad(ctx) else {
+            return Ok(vec![None]);
+        };
+        let input_shape = shape_of::<4>(ctx, input(ctx, 0)?)?;
+        let dx = ctx.builder.node1(
+            &format!("{}/grad_input", ctx.node),
+            GlobalAvgPoolGrad { input_shape },
+            &[dy],
+        )?;
+        Ok(vec![Some(dx)])
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grad_rule_matches_finite_differences() {
+        let mut rng = Rng::new(63);
+        for case in GlobalAvgPool::cases(&mut rng).unwrap() {
+            let err = crate::ops::gradcheck::check_rule(
+                &case.op,
+                &case.inputs,
+                &[0],
+                Default::default(),
+                &mut rng,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            println!("{}: worst rel err {err:.2e}", case.name);
+        }
+    }
 
     #[test]
     fn infer_refuses_bad_shapes() {

@@ -104,11 +104,13 @@ pub fn check_rule(
             ));
         }
     }
+    // (input index, gradient value name): a rule may hand one value to several inputs (add
+    // with equal shapes), and the graph lists an output once, so results are found by name.
     let mut out_index = Vec::new();
     for (i, g) in grads.iter().enumerate() {
         if let Some(g) = g {
             b.output(*g)?;
-            out_index.push(i);
+            out_index.push((i, b.value_name(*g)?));
         }
     }
     // Keep the forward output alive as a graph output too (a rule may not use it).
@@ -127,8 +129,15 @@ pub fn check_rule(
     let results = session.outputs()?;
 
     let mut worst = 0f64;
-    for (k, &i) in out_index.iter().enumerate() {
-        let got = &results[k].1;
+    for (i, gname) in &out_index {
+        let i = *i;
+        let got = &results
+            .iter()
+            .find(|(n, _)| n == gname)
+            .ok_or_else(|| Error::Missing {
+                what: format!("gradient output `{gname}`"),
+            })?
+            .1;
         if got.dims() != inputs[i].dims() {
             return Err(Error::invalid_param(
                 "grad",
@@ -145,7 +154,7 @@ pub fn check_rule(
         let base = inputs[i].to_f32_vec();
         let mut numeric = vec![0f64; base.len()];
         for (e, slot) in numeric.iter_mut().enumerate() {
-            let mut eval_at = |delta: f64| -> Result<f64> {
+            let eval_at = |delta: f64| -> Result<f64> {
                 let mut v = base.clone();
                 v[e] = (f64::from(v[e]) + delta) as f32;
                 let mut ins = inputs.to_vec();

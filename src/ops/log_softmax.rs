@@ -2,9 +2,9 @@
 //! are rows), computed with the row maximum subtracted so large logits do not overflow.
 
 use super::softmax::{eval_last_axis, infer_last_axis, last_axis_cases};
-use super::{OpCase, OpDef, first_numel};
+use super::{GradContext, OpCase, OpDef, first_numel};
 use crate::error::Result;
-use crate::graph::TensorFact;
+use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
 use crate::tensor::Tensor;
 use spore_kernels_cpu::reference::softmax as reference;
@@ -40,6 +40,22 @@ impl OpDef for LogSoftmax {
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {
         first_numel(inputs)
     }
+
+    /// `dx = dy - exp(y) * sum(dy)` per row: one `log_softmax_grad` node on the forward OUTPUT.
+    fn grad(&self, ctx: &mut GradContext<'_>) -> Result<Vec<Option<ValueId>>> {
+        let (Some(dy), Some(&y)) = (
+            ctx.output_grads.first().copied().flatten(),
+            ctx.outputs.first(),
+        ) else {
+            return Ok(vec![None]);
+        };
+        let dx = ctx.builder.node1(
+            &format!("{}/grad_x", ctx.node),
+            super::log_softmax_grad::LogSoftmaxGrad,
+            &[y, dy],
+        )?;
+        Ok(vec![Some(dx)])
+    }
 }
 
 #[cfg(test)]
@@ -72,6 +88,22 @@ mod tests {
         let want = [0.25f32, 0.75, 0.5, 0.5].map(|p| p.ln());
         for (g, w) in y.iter().zip(want) {
             assert!((g - w).abs() < 1e-6, "{y:?}");
+        }
+    }
+
+    #[test]
+    fn grad_rule_matches_finite_differences() {
+        let mut rng = Rng::new(37);
+        for case in LogSoftmax::cases(&mut rng).unwrap() {
+            let err = crate::ops::gradcheck::check_rule(
+                &case.op,
+                &case.inputs,
+                &[0],
+                Default::default(),
+                &mut rng,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            println!("{}: worst rel err {err:.2e}", case.name);
         }
     }
 }

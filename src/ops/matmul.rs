@@ -5,11 +5,14 @@
 //! is `[batch..., m, n]`.
 
 use super::activation::{ActivationKind, apply_in_place, get_kind, put_kind};
+use super::grad_util::{bias_grad, input, output_grad, through_act};
+use super::reshape::Reshape;
 use super::{
-    OpCase, OpDef, all_f32, arity, check_bias, input_f32, out_shape, random_f32, tensor_f32,
+    GradContext, OpCase, OpDef, all_f32, arity, check_bias, input_f32, out_shape, random_f32,
+    tensor_f32,
 };
 use crate::error::Result;
-use crate::graph::TensorFact;
+use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
 use crate::ops::attrs::AttrValue;
 use crate::tensor::Tensor;
@@ -225,11 +228,171 @@ impl OpDef for MatMul {
             _ => 0,
         }
     }
+
+    /// Through the fused activation (if any) to `g`, then, with `opA`/`opB` the transposes,
+    /// `d opA(a) = g opB(b)^T` and `d opB(b) = opA(a)^T g`, each a `matmul` with transpose
+    /// flags (no transpose op needed). A shared rank-2 `b` under batch dimensions sums its
+    /// gradient over the batch: one GEMM over the rows flattened with `reshape` when `a` is
+    /// not transposed, else a batched product and `reduce_sum`. `db = reduce_sum(g)`.
+    fn grad(&self, ctx: &mut GradContext<'_>) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = output_grad(ctx) else {
+            return Ok(vec![None; ctx.inputs.len()]);
+        };
+        let (a, b) = (input(ctx, 0)?, input(ctx, 1)?);
+        let a_shape = ctx.builder.fact(a)?.shape.clone();
+        let b_rank = ctx.builder.fact(b)?.rank();
+        let (ta, tb) = (self.transpose_a, self.transpose_b);
+        let batch_rank = a_shape.len().saturating_sub(2);
+        let shared_b = b_rank == 2 && batch_rank > 0;
+        if ta && shared_b {
+            // d a[i] = opB(b) g[i]^T puts the shared b first, which matmul only allows
+            // unbatched; it would need a transpose op.
+            return Err(crate::Error::NotSupported {
+                what: format!(
+                    "the gradient of `matmul` node `{}` with transpose_a and a shared rank-2 b                      under batch dimensions",
+                    ctx.node
+                ),
+            });
+        }
+        let unfused = MatMul {
+            act: None,
+            ..self.clone()
+        };
+        let g = through_act(ctx, self.act, dy, unfused)?;
+        let mm = |transpose_a, transpose_b| MatMul {
+            transpose_a,
+            transpose_b,
+            act: None,
+        };
+        let node = ctx.node.to_string();
+        let da = if ta {
+            ctx.builder
+                .node1(&format!("{node}/grad_a"), mm(tb, true), &[b, g])?
+        } else {
+            ctx.builder
+                .node1(&format!("{node}/grad_a"), mm(false, !tb), &[g, b])?
+        };
+        // The operands of b's gradient: flattened to rows when b is shared (`ta` is false
+        // there, so the rows of `a` and `g` line up).
+        let (a_op, g_op) = if shared_b {
+            let k = a_shape.last().copied().unwrap_or(1) as i64;
+            let n = ctx.builder.fact(g)?.shape.last().copied().unwrap_or(1) as i64;
+            let a2 = ctx.builder.node1(
+                &format!("{node}/grad_b_a_rows"),
+                Reshape { shape: vec![-1, k] },
+                &[a],
+            )?;
+            let g2 = ctx.builder.node1(
+                &format!("{node}/grad_b_dy_rows"),
+                Reshape { shape: vec![-1, n] },
+                &[g],
+            )?;
+            (a2, g2)
+        } else {
+            (a, g)
+        };
+        let db = if tb {
+            ctx.builder
+                .node1(&format!("{node}/grad_b"), mm(true, ta), &[g_op, a_op])?
+        } else {
+            ctx.builder
+                .node1(&format!("{node}/grad_b"), mm(!ta, false), &[a_op, g_op])?
+        };
+        let mut grads = vec![Some(da), Some(db)];
+        if ctx.inputs.len() > 2 {
+            grads.push(Some(bias_grad(ctx, g)?));
+        }
+        Ok(grads)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::gradcheck::{GradCheck, check_rule};
+
+    #[test]
+    fn grad_rule_matches_finite_differences() {
+        let mut rng = Rng::new(71);
+        let mut cases = MatMul::cases(&mut rng).unwrap();
+        // Every transpose combination, batched and shared b, with and without bias.
+        for (i, (ta, tb)) in [(false, false), (false, true), (true, false), (true, true)]
+            .into_iter()
+            .enumerate()
+        {
+            let (m, k, n) = (3, 5, 4);
+            let a = if ta { vec![2, k, m] } else { vec![2, m, k] };
+            let b = if tb { vec![2, n, k] } else { vec![2, k, n] };
+            let op = MatMul {
+                transpose_a: ta,
+                transpose_b: tb,
+                act: None,
+            };
+            let mut inputs = vec![
+                random_f32(&mut rng, &a).unwrap(),
+                random_f32(&mut rng, &b).unwrap(),
+            ];
+            if i % 2 == 0 {
+                inputs.push(random_f32(&mut rng, &[n]).unwrap());
+            }
+            cases.push(OpCase {
+                name: format!("matmul/grad_batched_t{ta}_{tb}"),
+                op: op.clone().into(),
+                inputs: inputs.clone(),
+            });
+            if !ta {
+                // The same with b shared by 2 x 2 batch entries.
+                let b2 = if tb { vec![n, k] } else { vec![k, n] };
+                let a2 = vec![2, 2, m, k];
+                cases.push(OpCase {
+                    name: format!("matmul/grad_shared_t{ta}_{tb}"),
+                    op: MatMul {
+                        act: Some(crate::ops::activation::ActivationKind::Sigmoid),
+                        ..op
+                    }
+                    .into(),
+                    inputs: vec![
+                        random_f32(&mut rng, &a2).unwrap(),
+                        random_f32(&mut rng, &b2).unwrap(),
+                    ],
+                });
+            }
+        }
+        for case in cases {
+            let cfg = match &case.op {
+                crate::ops::Op::MatMul(MatMul {
+                    act: Some(crate::ops::activation::ActivationKind::Relu),
+                    ..
+                }) => GradCheck {
+                    eps: 1e-3,
+                    tol: 1e-2,
+                },
+                _ => GradCheck::default(),
+            };
+            let wrt: Vec<usize> = (0..case.inputs.len()).collect();
+            let err = check_rule(&case.op, &case.inputs, &wrt, cfg, &mut rng)
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            println!("{}: worst rel err {err:.2e}", case.name);
+        }
+    }
+
+    #[test]
+    fn grad_rule_refuses_transposed_a_with_shared_b_under_batch() {
+        let mut rng = Rng::new(72);
+        let op = MatMul {
+            transpose_a: true,
+            ..Default::default()
+        };
+        let inputs = vec![
+            random_f32(&mut rng, &[2, 4, 3]).unwrap(),
+            random_f32(&mut rng, &[4, 5]).unwrap(),
+        ];
+        let err = check_rule(&op.into(), &inputs, &[0, 1], GradCheck::default(), &mut rng);
+        assert!(
+            matches!(err, Err(crate::Error::NotSupported { .. })),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn infer_refuses_bad_shapes() {

@@ -3,9 +3,13 @@
 //! padding so large that a window reads only padding is refused.
 
 use super::conv2d::{MAX_WINDOW, Padding};
-use super::{OpCase, OpDef, all_f32, arity, input_f32, ints_attr, random_f32, tensor_f32};
+use super::grad_util::{input, output_grad};
+use super::max_pool2d_grad::MaxPool2dGrad;
+use super::{
+    GradContext, OpCase, OpDef, all_f32, arity, input_f32, ints_attr, random_f32, tensor_f32,
+};
 use crate::error::Result;
-use crate::graph::TensorFact;
+use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
 use crate::tensor::Tensor;
 use spore_kernels_cpu::reference::max_pool2d as reference;
@@ -170,11 +174,44 @@ impl OpDef for MaxPool2d {
             (o[0].numel() as u64).saturating_mul((self.kernel[0] * self.kernel[1]) as u64)
         })
     }
+
+    /// `dx = max_pool2d_grad(x, dy)`: each `dy` cell to its window's winner.
+    fn grad(&self, ctx: &mut GradContext<'_>) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = output_grad(ctx) else {
+            return Ok(vec![None]);
+        };
+        let x = input(ctx, 0)?;
+        let dx = ctx.builder.node1(
+            &format!("{}/grad_input", ctx.node),
+            MaxPool2dGrad { pool: self.clone() },
+            &[x, dy],
+        )?;
+        Ok(vec![Some(dx)])
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grad_rule_matches_finite_differences() {
+        let mut rng = Rng::new(61);
+        for case in MaxPool2d::cases(&mut rng).unwrap() {
+            let err = crate::ops::gradcheck::check_rule(
+                &case.op,
+                &case.inputs,
+                &[0],
+                crate::ops::gradcheck::GradCheck {
+                    eps: 1e-3,
+                    tol: 1e-2,
+                },
+                &mut rng,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            println!("{}: worst rel err {err:.2e}", case.name);
+        }
+    }
 
     #[test]
     fn infer_refuses_bad_shapes() {

@@ -4,6 +4,7 @@
 //! conformance suites iterate, so a new op is tested without a new test file.
 
 pub mod attrs;
+pub(crate) mod grad_util;
 #[cfg(test)]
 pub(crate) mod gradcheck;
 
@@ -220,6 +221,27 @@ ops! {
     Mse => mse,
     SigmoidBce => sigmoid_bce,
     SmoothL1 => smooth_l1,
+    // Optimizer updates (training graphs).
+    SgdUpdate => sgd_update,
+    AdamUpdate => adam_update,
+    // gradelem: backward ops of the elementwise / reduction / loss group.
+    ActivationGrad => activation_grad,
+    SoftmaxGrad => softmax_grad,
+    LogSoftmaxGrad => log_softmax_grad,
+    BinaryGrad => binary_grad,
+    BroadcastTo => broadcast_to,
+    Slice => slice,
+    LossGrad => loss_grad,
+    // gradconv: backward ops of the conv / matmul / batch-norm / pooling group.
+    Conv2dGradInput => conv2d_grad_input,
+    Conv2dGradWeight => conv2d_grad_weight,
+    DepthwiseConv2dGradInput => depthwise_conv2d_grad_input,
+    DepthwiseConv2dGradWeight => depthwise_conv2d_grad_weight,
+    ConvTranspose2dGradWeight => conv_transpose2d_grad_weight,
+    MaxPool2dGrad => max_pool2d_grad,
+    AvgPool2dGrad => avg_pool2d_grad,
+    GlobalAvgPoolGrad => global_avg_pool_grad,
+    BatchNormGrad => batch_norm_grad,
 }
 
 // ---- helpers shared by the op files -------------------------------------------------------

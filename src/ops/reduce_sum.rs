@@ -139,11 +139,52 @@ impl OpDef for ReduceSum {
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {
         first_numel(inputs)
     }
+
+    /// `dy` broadcast back over the reduced axes (`broadcast_to`, see
+    /// [`reduce_grad`](super::broadcast_to::reduce_grad)).
+    fn grad(&self, ctx: &mut super::GradContext<'_>) -> Result<Vec<Option<crate::graph::ValueId>>> {
+        super::broadcast_to::reduce_grad(ctx, &self.axes, self.keep_dims, false)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grad_rule_matches_finite_differences() {
+        let mut rng = Rng::new(43);
+        let mut cases = ReduceSum::cases(&mut rng).unwrap();
+        // A leading axis without keep_dims (no reshape needed), a size-1 reduced axis, and
+        // an empty axis list (the identity).
+        let extra: [(&[usize], &[i64], bool); 3] = [
+            (&[3, 2, 5], &[0], false),
+            (&[2, 1, 3], &[1], false),
+            (&[4, 3], &[], false),
+        ];
+        for (i, (x, axes, keep_dims)) in extra.into_iter().enumerate() {
+            cases.push(OpCase {
+                name: format!("extra_{i}"),
+                op: ReduceSum {
+                    axes: axes.to_vec(),
+                    keep_dims,
+                }
+                .into(),
+                inputs: vec![crate::ops::random_f32(&mut rng, x).unwrap()],
+            });
+        }
+        for case in cases {
+            let err = crate::ops::gradcheck::check_rule(
+                &case.op,
+                &case.inputs,
+                &[0],
+                Default::default(),
+                &mut rng,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            println!("{}: worst rel err {err:.2e}", case.name);
+        }
+    }
 
     fn op(axes: &[i64], keep_dims: bool) -> ReduceSum {
         ReduceSum {

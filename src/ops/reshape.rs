@@ -125,6 +125,33 @@ impl OpDef for Reshape {
         });
         Ok(cases)
     }
+
+    /// `dx = reshape(dy, shape of x)`; see [`reshape_back`].
+    fn grad(&self, ctx: &mut super::GradContext<'_>) -> Result<Vec<Option<crate::graph::ValueId>>> {
+        reshape_back(ctx)
+    }
+}
+
+/// The gradient rule of the pure re-views (`reshape`, `flatten`): `dy` reshaped back to the
+/// input's shape. Integer inputs (labels, indices) get no gradient.
+pub(crate) fn reshape_back(
+    ctx: &mut super::GradContext<'_>,
+) -> Result<Vec<Option<crate::graph::ValueId>>> {
+    let (Some(dy), Some(&x)) = (
+        ctx.output_grads.first().copied().flatten(),
+        ctx.inputs.first(),
+    ) else {
+        return Ok(vec![None]);
+    };
+    let fact = ctx.builder.fact(x)?;
+    if fact.dtype != crate::tensor::DType::F32 {
+        return Ok(vec![None]);
+    }
+    let shape = fact.shape.iter().map(|&d| d as i64).collect();
+    let dx = ctx
+        .builder
+        .node1(&format!("{}/grad_x", ctx.node), Reshape { shape }, &[dy])?;
+    Ok(vec![Some(dx)])
 }
 
 #[cfg(test)]
@@ -156,6 +183,28 @@ mod tests {
             op(&[]).infer(&[&TensorFact::f32([1, 1])]).unwrap()[0].shape,
             [0usize; 0]
         );
+    }
+
+    #[test]
+    fn grad_rule_matches_finite_differences() {
+        let mut rng = Rng::new(47);
+        for case in Reshape::cases(&mut rng).unwrap() {
+            // Integer inputs get no gradient (and the check holds them fixed).
+            let wrt: &[usize] = if case.inputs[0].dtype() == crate::tensor::DType::F32 {
+                &[0]
+            } else {
+                &[]
+            };
+            let err = crate::ops::gradcheck::check_rule(
+                &case.op,
+                &case.inputs,
+                wrt,
+                Default::default(),
+                &mut rng,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            println!("{}: worst rel err {err:.2e}", case.name);
+        }
     }
 
     #[test]

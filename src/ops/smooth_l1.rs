@@ -78,11 +78,35 @@ impl OpDef for SmoothL1 {
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {
         first_numel(inputs)
     }
+
+    /// One `loss_grad` node for the prediction; the target gets no gradient.
+    fn grad(&self, ctx: &mut super::GradContext<'_>) -> Result<Vec<Option<crate::graph::ValueId>>> {
+        super::loss_grad::loss_rule(
+            super::loss_grad::LossKind::SmoothL1 { beta: self.beta },
+            ctx,
+        )
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grad_rule_matches_finite_differences() {
+        let mut rng = Rng::new(67);
+        for case in SmoothL1::cases(&mut rng).unwrap() {
+            // Kinks at |d| = beta (second derivative) and, for beta 0, at d = 0.
+            let cfg = crate::ops::gradcheck::GradCheck {
+                eps: 1e-3,
+                tol: 1e-2,
+            };
+            let err =
+                crate::ops::gradcheck::check_rule(&case.op, &case.inputs, &[0], cfg, &mut rng)
+                    .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            println!("{}: worst rel err {err:.2e}", case.name);
+        }
+    }
 
     #[test]
     fn infer_refuses_bad_shapes() {

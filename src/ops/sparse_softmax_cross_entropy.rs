@@ -83,11 +83,28 @@ impl OpDef for SparseSoftmaxCrossEntropy {
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {
         first_numel(inputs)
     }
+
+    /// One `loss_grad` node for the prediction; the target gets no gradient.
+    fn grad(&self, ctx: &mut super::GradContext<'_>) -> Result<Vec<Option<crate::graph::ValueId>>> {
+        super::loss_grad::loss_rule(super::loss_grad::LossKind::SparseSoftmaxCrossEntropy, ctx)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grad_rule_matches_finite_differences() {
+        let mut rng = Rng::new(67);
+        for case in SparseSoftmaxCrossEntropy::cases(&mut rng).unwrap() {
+            let cfg = Default::default();
+            let err =
+                crate::ops::gradcheck::check_rule(&case.op, &case.inputs, &[0], cfg, &mut rng)
+                    .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            println!("{}: worst rel err {err:.2e}", case.name);
+        }
+    }
 
     #[test]
     fn infer_refuses_bad_inputs() {

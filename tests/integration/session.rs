@@ -110,7 +110,9 @@ fn names_run_and_outputs() {
         .zip(c2.as_slice::<f32>().unwrap())
         .map(|(a, b)| a + b)
         .collect();
-    assert_eq!(y.as_slice::<f32>().unwrap(), want.as_slice());
+    // The session runs the tuned CPU kernels: equal to the reference up to f32 reordering.
+    let err = crate::common::rel_l2(y.as_slice::<f32>().unwrap(), &want);
+    assert!(err <= 1e-5, "session vs reference: rel err {err:e}");
     assert_eq!(s.outputs().unwrap().len(), 1);
     // Unknown names are errors with the right code.
     assert_eq!(

@@ -3,18 +3,25 @@
 //! baseline). Measured 2026-11-25 (Zen 4, 1024^3): 6x8 34.3 GFLOP/s, 4x8 33.1 — about 60% of
 //! the SSE2 mul+add peak (16 flop/cycle); the AVX2 tier is what this CPU actually runs.
 
-use crate::sgemm::{Blocking, SgemmParams, run_blocked};
+use crate::sgemm::{Blocking, Micro, SgemmParams, run_blocked};
 
 /// Rows of the register block.
-const MR: usize = 6;
+pub(crate) const MR: usize = 6;
 /// Columns of the register block.
-const NR: usize = 8;
+pub(crate) const NR: usize = 8;
 
 /// KC*NR*4 = 8 KiB of `B` panel in L1; MC*KC*4 = 96 KiB of `A` block in L2.
-const BLOCKING: Blocking = Blocking {
+pub(crate) const BLOCKING: Blocking = Blocking {
     kc: 256,
     mc: 96,
     nc: 2048,
+};
+
+/// The portable micro-kernels (always packed: the baseline has too few registers for a
+/// strided variant to pay).
+pub(crate) const MICRO: Micro = Micro {
+    packed: micro_6x8,
+    strided: None,
 };
 
 /// The 6x8 micro-kernel (see [`crate::sgemm`] for the packed layouts).
@@ -42,8 +49,7 @@ pub fn sgemm(
     c: &mut [f32],
 ) -> crate::Result<()> {
     p.validate(a, b, bias, c)?;
-    run_blocked::<MR, NR>(p, a, b, bias, c, micro_6x8, BLOCKING);
-    Ok(())
+    run_blocked::<MR, NR>(p, a, b, bias, c, MICRO, BLOCKING)
 }
 
 #[cfg(test)]

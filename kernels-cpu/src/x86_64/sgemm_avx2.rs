@@ -3,16 +3,16 @@
 //! i.e. 12 independent FMA chains, enough to cover the FMA latency on two FMA ports.
 
 use crate::error::KernelError;
-use crate::sgemm::{Blocking, SgemmParams, run_blocked};
+use crate::sgemm::{Blocking, Micro, SgemmParams, run_blocked};
 use std::arch::x86_64::{
     __m256, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps,
     _mm256_storeu_ps,
 };
 
 /// Rows of the register block.
-const MR: usize = 6;
+pub(crate) const MR: usize = 6;
 /// Columns of the register block (two ymm vectors).
-const NR: usize = 16;
+pub(crate) const NR: usize = 16;
 
 /// KC*NR*4 = 32 KiB of `B` panel (the L1d size), MC*KC*4 = 192 KiB of `A` block in the
 /// 1 MiB/core L2, NC*KC*4 = 6 MiB of `B` block in L3. Measured 2026-11-25 on a Zen 4 EPYC
@@ -20,10 +20,16 @@ const NR: usize = 16;
 /// 256,72: 85 / 88; 384,96: 87-93 / 85-87; 512,96: 89-95 / 96-98; 512,72: 92 / 88;
 /// 384,120: 76 / 75; 192,144: 77 / 79. NC = 512 lost 15-20%, NC = 1536 ~8%. The larger KC also
 /// halves the tile round trips through `C` that the driver's epilogue design costs.
-const BLOCKING: Blocking = Blocking {
+pub(crate) const BLOCKING: Blocking = Blocking {
     kc: 512,
     mc: 96,
     nc: 3072,
+};
+
+/// The AVX2 micro-kernels: packed, and strided for a row-major `A` read in place.
+pub(crate) const MICRO: Micro = Micro {
+    packed: micro_6x16,
+    strided: Some(micro_6x16_strided),
 };
 
 /// Whether this CPU can run the AVX2 tier.
@@ -48,20 +54,20 @@ pub fn sgemm(
             reason: "this CPU lacks AVX2 or FMA".into(),
         });
     }
-    run_blocked::<MR, NR>(p, a, b, bias, c, micro_6x16, BLOCKING);
-    Ok(())
+    run_blocked::<MR, NR>(p, a, b, bias, c, MICRO, BLOCKING)
 }
 
-/// Safe wrapper of the micro-kernel: only reached through [`sgemm`], which checked the CPU
-/// features; checks the panel lengths itself.
+/// Safe wrapper of the micro-kernel: checks the panel lengths and the CPU features itself
+/// (callers are [`sgemm`] and the pre-packed entries of `crate::sgemm`).
 fn micro_6x16(kc: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
-    if a.len() < kc * MR || b.len() < kc * NR || out.len() < MR * NR {
+    // `available()` is a cached atomic load (is_x86_feature_detected!), cheap against the
+    // hundreds of cycles of one tile, and keeps this safe crate-visible function sound.
+    if a.len() < kc * MR || b.len() < kc * NR || out.len() < MR * NR || !available() {
         // Unreachable from the driver, which hands out exact panels; stay safe regardless.
         out.fill(f32::NAN);
         return;
     }
-    // SAFETY: the lengths were checked just above, and `sgemm` (the only caller of the driver
-    // that passes this function) returned early unless AVX2 and FMA are available.
+    // SAFETY: the lengths and the CPU features (AVX2, FMA) were checked just above.
     unsafe { kernel_6x16(kc, a.as_ptr(), b.as_ptr(), out.as_mut_ptr()) }
 }
 
@@ -84,6 +90,53 @@ unsafe fn kernel_6x16(kc: usize, a: *const f32, b: *const f32, out: *mut f32) {
                 cr[1] = _mm256_fmadd_ps(av, b1, cr[1]);
             }
             ap = ap.add(MR);
+            bp = bp.add(NR);
+        }
+    }
+    for (r, cr) in c.iter().enumerate() {
+        // SAFETY: row `r` writes out[r*16 .. r*16+16], inside the 96 the caller guarantees.
+        unsafe {
+            _mm256_storeu_ps(out.add(r * NR), cr[0]);
+            _mm256_storeu_ps(out.add(r * NR + 8), cr[1]);
+        }
+    }
+}
+
+/// Safe wrapper of the strided micro-kernel: `A` row-major with rows `lda` apart (`a` holds
+/// rows 0..6 from their column `pc`); checks the lengths and the CPU features itself.
+fn micro_6x16_strided(kc: usize, a: &[f32], lda: usize, b: &[f32], out: &mut [f32]) {
+    if kc == 0
+        || lda < kc
+        || a.len() < (MR - 1) * lda + kc
+        || b.len() < kc * NR
+        || out.len() < MR * NR
+        || !available()
+    {
+        out.fill(f32::NAN);
+        return;
+    }
+    // SAFETY: the lengths and the CPU features (AVX2, FMA) were checked just above.
+    unsafe { kernel_6x16_strided(kc, a.as_ptr(), lda, b.as_ptr(), out.as_mut_ptr()) }
+}
+
+/// # Safety
+/// AVX2 and FMA must be available; `a` valid for reads of `a[r * lda + kk]`, `r < 6`,
+/// `kk < kc`; `b` for `kc * 16` reads; `out` for `96` writes.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_6x16_strided(kc: usize, a: *const f32, lda: usize, b: *const f32, out: *mut f32) {
+    let mut c: [[__m256; 2]; MR] = [[_mm256_setzero_ps(); 2]; MR];
+    let mut bp = b;
+    for kk in 0..kc {
+        // SAFETY: `bp` walks `kc` rows of 16 values; `a[r * lda + kk]` with r < 6, kk < kc is
+        // within the bounds the caller guarantees.
+        unsafe {
+            let b0 = _mm256_loadu_ps(bp);
+            let b1 = _mm256_loadu_ps(bp.add(8));
+            for (r, cr) in c.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*a.add(r * lda + kk));
+                cr[0] = _mm256_fmadd_ps(av, b0, cr[0]);
+                cr[1] = _mm256_fmadd_ps(av, b1, cr[1]);
+            }
             bp = bp.add(NR);
         }
     }

@@ -19,6 +19,70 @@ macro_rules! shaders {
 
 shaders! {
     bias_add,
+    batch_norm,
+    batch_norm_combine,
+    batch_norm_stats,
+    binary,
+    depthwise_conv2d,
+    depthwise_conv2d_naive,
+    depthwise_conv2d_vec4,
+    global_avg_pool,
+    pool2d,
+    reduce,
+    softmax,
+    unary,
+    matmul,
+    matmul_naive,
+    matmul_small,
+    matmul_splitk,
+    matmul_splitk_reduce,
+    conv2d,
+    conv2d_naive,
+    conv_transpose2d,
+}
+
+/// Shared WGSL snippets (`shaders/snippets/<name>.wgsl`): `(name, source)`. A snippet is not
+/// a shader on its own; [`source`] prepends it, after the prelude, to the shaders that list it
+/// in [`SHADER_SNIPPETS`], so e.g. every fused epilogue uses the same `activate()`.
+pub const SNIPPETS: &[(&str, &str)] = &[(
+    "activation",
+    include_str!("../../../shaders/snippets/activation.wgsl"),
+)];
+
+/// The snippets each shader needs, in prepend order (shaders not listed need none).
+pub const SHADER_SNIPPETS: &[(&str, &[&str])] = &[
+    ("batch_norm", &["activation"]),
+    ("depthwise_conv2d", &["activation"]),
+    ("depthwise_conv2d_naive", &["activation"]),
+    ("depthwise_conv2d_vec4", &["activation"]),
+    ("unary", &["activation"]),
+    ("matmul", &["activation"]),
+    ("matmul_naive", &["activation"]),
+    ("matmul_small", &["activation"]),
+    ("matmul_splitk_reduce", &["activation"]),
+    ("conv2d", &["activation"]),
+    ("conv2d_naive", &["activation"]),
+    ("conv_transpose2d", &["activation"]),
+];
+
+/// The snippet sources shader `name` needs, in order.
+fn snippets_for(name: &str) -> Result<Vec<&'static str>> {
+    let wanted = SHADER_SNIPPETS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(&[][..], |(_, s)| *s);
+    wanted
+        .iter()
+        .map(|w| {
+            SNIPPETS
+                .iter()
+                .find(|(n, _)| n == w)
+                .map(|(_, s)| *s)
+                .ok_or_else(|| Error::NotSupported {
+                    what: format!("shader `{name}` needs unknown snippet `{w}`"),
+                })
+        })
+        .collect()
 }
 
 /// The registered source of shader `name` (without prelude).
@@ -43,7 +107,15 @@ pub fn source(name: &str, elem: &str) -> Result<String> {
             });
         }
     };
-    Ok(format!("{prelude}\n{}", raw(name)?))
+    let body = raw(name)?;
+    let mut out = String::from(prelude);
+    for snippet in snippets_for(name)? {
+        out.push('\n');
+        out.push_str(snippet);
+    }
+    out.push('\n');
+    out.push_str(body);
+    Ok(out)
 }
 
 #[cfg(test)]

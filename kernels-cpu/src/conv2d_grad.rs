@@ -1,0 +1,1107 @@
+//! The tuned backward of the 2-D convolution ([`Conv2dParams`]: NHWC input, OHWI weights):
+//! input gradient (GEMM + col2im), weight gradient (im2col + GEMM) and bias gradient, with the
+//! reference tier and the drivers the portable and best tiers share over an [`SgemmFn`].
+//!
+//! * Input gradient, `dx = col2im(dy @ W)`: for each block of output pixels and each group,
+//!   one sgemm `dcols[rows, kh*kw*cig] = dy_g[rows, cog] @ W_g[cog, kh*kw*cig]` (the OHWI
+//!   weight rows of the group are already that row-major matrix), then every row of `dcols`
+//!   is added back onto the input cells its window read (zeroed first). With one group and
+//!   dilation_w 1 a kernel row inside the input is one contiguous add of `kw * c_in` values.
+//!   A 1x1 stride-1 unpadded one-group conv is one GEMM straight into `dx`.
+//! * Threads own disjoint runs of input rows (`n * h` rows split into contiguous chunks), so
+//!   the scatter-adds never race: each worker recomputes the few output rows whose windows
+//!   straddle its boundary (a halo of about `kh / stride` rows) and keeps only the taps that
+//!   land in its rows. Every `dx` cell receives its contributions in the same order on any
+//!   thread count.
+//! * Weight gradient, `dW_g[cog, K] = dy_g^T[cog, rows] @ cols[rows, K]`: im2col blocks of
+//!   output pixels (as the forward does) and one `transpose_a` sgemm per block, the first block
+//!   written straight into `dW` and later ones through a temporary that is added on (sgemm
+//!   overwrites its output). Threads take contiguous ranges of output pixels with a private
+//!   partial `dW` each; the partials are summed in thread order, so the result is
+//!   deterministic for a given thread count.
+//! * Bias gradient: the column sums of `dy`, accumulated in f64.
+//!
+//! The same col2im driver computes the transposed convolution's forward pass (see
+//! [`crate::conv_transpose2d`]), with a bias + activation epilogue.
+
+use crate::error::{Result, check_len, check_param};
+use crate::parallel::{par_chunks_mut, par_map};
+use crate::reference::activation::Activation;
+use crate::reference::conv2d::{
+    Conv2dParams, conv2d_grad_bias, conv2d_grad_input, conv2d_grad_weight,
+};
+use crate::reference::matmul::MatmulParams;
+use crate::reference::window::{Padding2d, Window2d};
+use crate::sgemm::{PAR_MIN_FLOPS, SgemmFn, SgemmParams};
+
+const KERNEL_DX: &str = "conv2d_grad_input";
+const KERNEL_DW: &str = "conv2d_grad_weight";
+
+/// Target size, in floats, of one `[rows, kh*kw*cig]` column block (1 MiB, about Zen 4's L2),
+/// as in the forward convolution.
+const COL_FLOATS: usize = 1 << 18;
+/// Fewest and most output pixels per column block.
+const MIN_ROWS: usize = 96;
+const MAX_ROWS: usize = 1024;
+
+/// The signature of a conv2d input-gradient implementation (a [`crate::dispatch::Kernels`]
+/// slot): `(params, dy, w, threads, dx)`.
+pub type Conv2dGradInputFn = fn(&Conv2dParams, &[f32], &[f32], usize, &mut [f32]) -> Result<()>;
+
+/// The signature of a conv2d weight-gradient implementation (a [`crate::dispatch::Kernels`]
+/// slot): `(params, x, dy, threads, dw, db)`; `db` (the bias gradient) is optional.
+pub type Conv2dGradWeightFn =
+    fn(&Conv2dParams, &[f32], &[f32], usize, &mut [f32], Option<&mut [f32]>) -> Result<()>;
+
+/// `dx = conv2d_grad_input(dy, w)` with the best implementation this CPU supports (or the tier
+/// `SPORE_CPU_KERNELS` forces), on up to `threads` threads (0 is treated as 1). `dy` is
+/// `[n, out_h, out_w, c_out]`, `w` `[c_out, kh, kw, c_in / groups]`, `dx` `[n, h, w, c_in]`
+/// (overwritten). Checks every length first; never panics on bad input.
+pub fn conv2d_grad_input_fast(
+    p: &Conv2dParams,
+    dy: &[f32],
+    w: &[f32],
+    threads: usize,
+    dx: &mut [f32],
+) -> Result<()> {
+    (crate::dispatch::kernels().conv2d_grad_input)(p, dy, w, threads, dx)
+}
+
+/// `dw = conv2d_grad_weight(x, dy)` and, when `db` is given, the bias gradient (column sums of
+/// `dy`), with the best implementation this CPU supports, on up to `threads` threads. `x` is
+/// `[n, h, w, c_in]`, `dy` `[n, out_h, out_w, c_out]`, `dw` `[c_out, kh, kw, c_in / groups]`
+/// and `db` `[c_out]` (both overwritten). Checks every length first; never panics.
+pub fn conv2d_grad_weight_fast(
+    p: &Conv2dParams,
+    x: &[f32],
+    dy: &[f32],
+    threads: usize,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+) -> Result<()> {
+    (crate::dispatch::kernels().conv2d_grad_weight)(p, x, dy, threads, dw, db)
+}
+
+/// Checks the parameters and the slice lengths of an input gradient.
+fn validate_dx(p: &Conv2dParams, dy: &[f32], w: &[f32], dx: &[f32]) -> Result<()> {
+    p.validate()?;
+    check_len(KERNEL_DX, "dy", p.y_len()?, dy.len())?;
+    check_len(KERNEL_DX, "w", p.w_len()?, w.len())?;
+    check_len(KERNEL_DX, "dx", p.x_len()?, dx.len())
+}
+
+/// Checks the parameters and the slice lengths of a weight (and bias) gradient.
+fn validate_dw(
+    p: &Conv2dParams,
+    x: &[f32],
+    dy: &[f32],
+    dw: &[f32],
+    db: Option<&[f32]>,
+) -> Result<()> {
+    p.validate()?;
+    check_len(KERNEL_DW, "x", p.x_len()?, x.len())?;
+    check_len(KERNEL_DW, "dy", p.y_len()?, dy.len())?;
+    check_len(KERNEL_DW, "dw", p.w_len()?, dw.len())?;
+    if let Some(db) = db {
+        check_len(KERNEL_DW, "db", p.c_out, db.len())?;
+    }
+    Ok(())
+}
+
+/// The reference tier of the input gradient: the f64-accumulating oracle. `threads` is
+/// ignored.
+pub fn conv2d_grad_input_reference(
+    p: &Conv2dParams,
+    dy: &[f32],
+    w: &[f32],
+    _threads: usize,
+    dx: &mut [f32],
+) -> Result<()> {
+    validate_dx(p, dy, w, dx)?;
+    conv2d_grad_input(*p, dy, w, dx)
+}
+
+/// The reference tier of the weight and bias gradients: the f64-accumulating oracle.
+/// `threads` is ignored.
+pub fn conv2d_grad_weight_reference(
+    p: &Conv2dParams,
+    x: &[f32],
+    dy: &[f32],
+    _threads: usize,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+) -> Result<()> {
+    validate_dw(p, x, dy, dw, db.as_deref())?;
+    conv2d_grad_weight(*p, x, dy, dw)?;
+    if let Some(db) = db {
+        conv2d_grad_bias(*p, dy, db)?;
+    }
+    Ok(())
+}
+
+/// The portable tier of the input gradient: GEMM + col2im over the portable sgemm.
+pub fn conv2d_grad_input_portable(
+    p: &Conv2dParams,
+    dy: &[f32],
+    w: &[f32],
+    threads: usize,
+    dx: &mut [f32],
+) -> Result<()> {
+    conv2d_grad_input_gemm(p, dy, w, threads, dx, crate::portable::sgemm::sgemm)
+}
+
+/// The portable tier of the weight gradient: im2col + the portable sgemm.
+pub fn conv2d_grad_weight_portable(
+    p: &Conv2dParams,
+    x: &[f32],
+    dy: &[f32],
+    threads: usize,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+) -> Result<()> {
+    conv2d_grad_weight_gemm(p, x, dy, threads, dw, db, crate::portable::sgemm::sgemm)
+}
+
+/// The AVX2 tier of the input gradient: GEMM + col2im over the AVX2+FMA sgemm (which returns
+/// an error on a CPU without AVX2 or FMA; the table only installs this where the CPU has them).
+#[cfg(target_arch = "x86_64")]
+pub fn conv2d_grad_input_avx2(
+    p: &Conv2dParams,
+    dy: &[f32],
+    w: &[f32],
+    threads: usize,
+    dx: &mut [f32],
+) -> Result<()> {
+    conv2d_grad_input_gemm(p, dy, w, threads, dx, crate::x86_64::sgemm_avx2::sgemm)
+}
+
+/// The AVX2 tier of the weight gradient: im2col + the AVX2+FMA sgemm.
+#[cfg(target_arch = "x86_64")]
+pub fn conv2d_grad_weight_avx2(
+    p: &Conv2dParams,
+    x: &[f32],
+    dy: &[f32],
+    threads: usize,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+) -> Result<()> {
+    conv2d_grad_weight_gemm(p, x, dy, threads, dw, db, crate::x86_64::sgemm_avx2::sgemm)
+}
+
+/// The input gradient over the sgemm `gemm` (see the module doc).
+pub fn conv2d_grad_input_gemm(
+    p: &Conv2dParams,
+    dy: &[f32],
+    w: &[f32],
+    threads: usize,
+    dx: &mut [f32],
+    gemm: SgemmFn,
+) -> Result<()> {
+    validate_dx(p, dy, w, dx)?;
+    col2im_driver(p, dy, w, None, None, threads, dx, gemm, PAR_MIN_FLOPS)
+}
+
+/// The weight (and bias) gradient over the sgemm `gemm` (see the module doc).
+pub fn conv2d_grad_weight_gemm(
+    p: &Conv2dParams,
+    x: &[f32],
+    dy: &[f32],
+    threads: usize,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    gemm: SgemmFn,
+) -> Result<()> {
+    validate_dw(p, x, dy, dw, db.as_deref())?;
+    if let Some(db) = db {
+        column_sums(dy, p.c_out, db);
+    }
+    grad_weight_driver(p, x, dy, threads, dw, gemm, PAR_MIN_FLOPS)
+}
+
+/// The weight gradient of a validated convolution; problems under `par_min_flops` run on one
+/// thread (the tests lower it to reach the threaded path on small shapes).
+fn grad_weight_driver(
+    p: &Conv2dParams,
+    x: &[f32],
+    dy: &[f32],
+    threads: usize,
+    dw: &mut [f32],
+    gemm: SgemmFn,
+    par_min_flops: usize,
+) -> Result<()> {
+    let g = Geom::new(p)?;
+    let rows_total = p.n * g.out_h * g.out_w;
+    let flops = conv_flops(rows_total, g.k, p.c_out);
+    let threads = if flops >= par_min_flops {
+        // At least MIN_ROWS pixels per worker (any split when the tests force threading).
+        let min_rows = if par_min_flops == 0 { 1 } else { MIN_ROWS };
+        threads.max(1).min(rows_total.div_ceil(min_rows)).max(1)
+    } else {
+        1
+    };
+    if is_pointwise(p) {
+        // dW[c_out, c_in] = dy^T @ x: one GEMM, its own threads over the rows of dW.
+        let mm = MatmulParams {
+            transpose_a: true,
+            ..MatmulParams::new(p.c_out, p.c_in, rows_total)
+        };
+        let sp = SgemmParams {
+            mm,
+            activation: None,
+            threads,
+        };
+        return gemm(&sp, dy, x, None, dw);
+    }
+    if threads <= 1 {
+        return dw_pixels(p, &g, x, dy, 0, rows_total, dw, gemm);
+    }
+    let per = rows_total.div_ceil(threads);
+    let dw_len = dw.len();
+    let partials = par_map(threads, threads, |t| -> Result<Vec<f32>> {
+        let lo = (t * per).min(rows_total);
+        let hi = ((t + 1) * per).min(rows_total);
+        let mut part = vec![0.0f32; dw_len];
+        if lo < hi {
+            dw_pixels(p, &g, x, dy, lo, hi, &mut part, gemm)?;
+        }
+        Ok(part)
+    })?;
+    dw.fill(0.0);
+    for part in partials {
+        add_into(dw, &part?);
+    }
+    Ok(())
+}
+
+/// `2 * rows * k * c_out`, saturating (only compared against a threshold).
+fn conv_flops(rows: usize, k: usize, c_out: usize) -> usize {
+    2usize
+        .saturating_mul(rows)
+        .saturating_mul(k)
+        .saturating_mul(c_out)
+}
+
+/// 1x1, stride 1, no padding, one group: the convolution is a plain GEMM over pixels.
+fn is_pointwise(p: &Conv2dParams) -> bool {
+    p.kh == 1
+        && p.kw == 1
+        && p.stride_h == 1
+        && p.stride_w == 1
+        && p.padding == Padding2d::ZERO
+        && p.groups == 1
+}
+
+/// Sizes of a validated convolution that the loops need.
+#[derive(Debug, Clone, Copy)]
+struct Geom {
+    out_h: usize,
+    out_w: usize,
+    /// Input channels per group.
+    cig: usize,
+    /// Output channels per group.
+    cog: usize,
+    /// Columns of an im2col row, `kh * kw * cig`.
+    k: usize,
+    win: Window2d,
+    /// One group and dense taps along W: a kernel row inside the input is contiguous in `x`.
+    contiguous: bool,
+}
+
+impl Geom {
+    fn new(p: &Conv2dParams) -> Result<Self> {
+        let cig = p.c_in / p.groups;
+        Ok(Self {
+            out_h: p.out_h()?,
+            out_w: p.out_w()?,
+            cig,
+            cog: p.c_out / p.groups,
+            k: p.kh * p.kw * cig,
+            win: p.window(),
+            contiguous: p.groups == 1 && p.dilation_w == 1,
+        })
+    }
+
+    /// Output pixels per column block, a multiple of 16: the weight gradient contracts over
+    /// them, and an odd depth misaligns the sgemm's packed panels. Measured 2026-11-25 (Zen 4,
+    /// AVX2 tier, 1 thread, 56x56 3x3 64->64, k = 576): 455-row blocks 58 GFLOP/s, 256 / 384 /
+    /// 448 / 480 / 512 rows 76-77, 1024 rows 73.
+    fn block(&self) -> usize {
+        ((COL_FLOATS / self.k.max(1)) / 16 * 16).clamp(MIN_ROWS, MAX_ROWS)
+    }
+
+    /// `(n, oh, ow)` of the flattened output pixel `pix`.
+    #[inline]
+    fn pixel(&self, pix: usize) -> (usize, usize, usize) {
+        (
+            pix / (self.out_h * self.out_w),
+            (pix / self.out_w) % self.out_h,
+            pix % self.out_w,
+        )
+    }
+
+    /// The output rows `[lo, hi)` whose windows may read input rows `[ih0, ih1)` of an image
+    /// (a superset: the scatter skips taps that miss).
+    fn out_rows_reading(&self, ih0: usize, ih1: usize) -> (usize, usize) {
+        let h = self.win.h;
+        let span = h.dilation.saturating_mul(h.kernel.saturating_sub(1));
+        // Smallest oh with oh * stride + span - pad_before >= ih0.
+        let lo = (ih0 + h.pad_before).saturating_sub(span).div_ceil(h.stride);
+        // Largest oh with oh * stride - pad_before <= ih1 - 1.
+        let hi = ((ih1 + h.pad_before).saturating_sub(1) / h.stride + 1).min(self.out_h);
+        (lo.min(hi), hi)
+    }
+}
+
+/// Column sums of the row-major `[rows, c]` matrix `dy` into `db` (`[c]`), accumulated in f64
+/// so long columns do not lose precision.
+fn column_sums(dy: &[f32], c: usize, db: &mut [f32]) {
+    let mut acc = vec![0.0f64; c];
+    for row in dy.chunks_exact(c) {
+        for (a, v) in acc.iter_mut().zip(row) {
+            *a += f64::from(*v);
+        }
+    }
+    for (d, a) in db.iter_mut().zip(&acc) {
+        *d = *a as f32;
+    }
+}
+
+/// `dst += src`, element by element.
+#[inline]
+fn add_into(dst: &mut [f32], src: &[f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += *s;
+    }
+}
+
+/// Copies channels `[grp * cog, (grp + 1) * cog)` of the `c`-channel pixel rows `src` into
+/// the dense `[rows, cog]` matrix `dst`.
+fn gather_group(src: &[f32], c: usize, grp: usize, cog: usize, dst: &mut [f32]) {
+    for (d, s) in dst.chunks_exact_mut(cog).zip(src.chunks_exact(c)) {
+        d.copy_from_slice(&s[grp * cog..(grp + 1) * cog]);
+    }
+}
+
+/// Gathers the receptive fields (group `grp`) of output pixels `pix0 ..` into `cols`, one
+/// `[k]` row per pixel in `(ki, kj, icg)` order (an OHWI weight row's order); padding is zero.
+fn im2col(p: &Conv2dParams, g: &Geom, x: &[f32], grp: usize, pix0: usize, cols: &mut [f32]) {
+    let (cig, win) = (g.cig, g.win);
+    for (r, dst) in cols.chunks_exact_mut(g.k).enumerate() {
+        let (nb, oh, ow) = g.pixel(pix0 + r);
+        for (ki, dk) in dst.chunks_exact_mut(p.kw * cig).enumerate() {
+            let Some(ih) = win.h.input_index(oh, ki) else {
+                dk.fill(0.0);
+                continue;
+            };
+            let row = (nb * p.h + ih) * p.w;
+            if g.contiguous
+                && let (Some(iw0), Some(_)) =
+                    (win.w.input_index(ow, 0), win.w.input_index(ow, p.kw - 1))
+            {
+                let s = (row + iw0) * p.c_in;
+                dk.copy_from_slice(&x[s..s + dk.len()]);
+                continue;
+            }
+            for (kj, d) in dk.chunks_exact_mut(cig).enumerate() {
+                match win.w.input_index(ow, kj) {
+                    Some(iw) => {
+                        let s = (row + iw) * p.c_in + grp * cig;
+                        d.copy_from_slice(&x[s..s + cig]);
+                    }
+                    None => d.fill(0.0),
+                }
+            }
+        }
+    }
+}
+
+/// Adds every row of `cols` (group `grp`, output pixels `pix0 ..`) onto the input cells its
+/// window read, keeping only those in `dx`, which holds the flattened input rows
+/// `[row0, row0 + dx.len() / (w * c_in))`.
+fn col2im(
+    p: &Conv2dParams,
+    g: &Geom,
+    cols: &[f32],
+    grp: usize,
+    pix0: usize,
+    row0: usize,
+    dx: &mut [f32],
+) {
+    let (cig, win) = (g.cig, g.win);
+    let row_len = p.w * p.c_in;
+    let rows = dx.len() / row_len;
+    for (r, src) in cols.chunks_exact(g.k).enumerate() {
+        let (nb, oh, ow) = g.pixel(pix0 + r);
+        for (ki, sk) in src.chunks_exact(p.kw * cig).enumerate() {
+            let Some(ih) = win.h.input_index(oh, ki) else {
+                continue;
+            };
+            let Some(local) = (nb * p.h + ih).checked_sub(row0) else {
+                continue;
+            };
+            if local >= rows {
+                continue;
+            }
+            let base = local * row_len;
+            if g.contiguous
+                && let (Some(iw0), Some(_)) =
+                    (win.w.input_index(ow, 0), win.w.input_index(ow, p.kw - 1))
+            {
+                let s = base + iw0 * p.c_in;
+                add_into(&mut dx[s..s + sk.len()], sk);
+                continue;
+            }
+            for (kj, s) in sk.chunks_exact(cig).enumerate() {
+                if let Some(iw) = win.w.input_index(ow, kj) {
+                    let o = base + iw * p.c_in + grp * cig;
+                    add_into(&mut dx[o..o + cig], s);
+                }
+            }
+        }
+    }
+}
+
+/// `dx = col2im(dy @ W)` (then `+ bias` and the activation, for the transposed convolution)
+/// for a validated convolution `p`: `dy` `[n, out_h, out_w, c_out]`, `w` OHWI, `dx`
+/// `[n, h, w, c_in]` (overwritten), on up to `threads` threads (see the module doc) when the
+/// problem has at least `par_min_flops` flops.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn col2im_driver(
+    p: &Conv2dParams,
+    dy: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Option<Activation>,
+    threads: usize,
+    dx: &mut [f32],
+    gemm: SgemmFn,
+    par_min_flops: usize,
+) -> Result<()> {
+    if let Some(Activation::LeakyRelu(alpha)) = act {
+        check_param(KERNEL_DX, "alpha", alpha.is_finite(), || {
+            format!("leaky relu slope must be finite, got {alpha}")
+        })?;
+    }
+    let g = Geom::new(p)?;
+    let rows_total = p.n * g.out_h * g.out_w;
+    let flops = conv_flops(rows_total, g.k, p.c_out);
+    let parallel = flops >= par_min_flops;
+    if is_pointwise(p) {
+        // dx[pixels, c_in] = dy[pixels, c_out] @ W[c_out, c_in]: one GEMM, epilogue fused.
+        let sp = SgemmParams {
+            mm: MatmulParams::new(rows_total, p.c_in, p.c_out),
+            activation: act,
+            threads: if parallel { threads } else { 1 },
+        };
+        return gemm(&sp, dy, w, bias, dx);
+    }
+    let threads = if parallel {
+        // At least a few input rows per worker, or the halo recomputation dominates (any
+        // split when the tests force threading).
+        let min_rows = if par_min_flops == 0 { 1 } else { 4 };
+        threads.max(1).min((p.n * p.h).div_ceil(min_rows)).max(1)
+    } else {
+        1
+    };
+    par_chunks_mut(dx, p.w * p.c_in, threads, |row0, chunk| {
+        dx_rows(p, &g, dy, w, row0, chunk, gemm)?;
+        epilogue(chunk, p.c_in, bias, act);
+        Ok(())
+    })
+}
+
+/// The input gradient restricted to the flattened input rows `[row0, row0 + rows)` held in
+/// `dx`: every output pixel whose window may read them goes through the GEMM, and the scatter
+/// keeps the taps that land inside.
+fn dx_rows(
+    p: &Conv2dParams,
+    g: &Geom,
+    dy: &[f32],
+    w: &[f32],
+    row0: usize,
+    dx: &mut [f32],
+    gemm: SgemmFn,
+) -> Result<()> {
+    dx.fill(0.0);
+    let rows = dx.len() / (p.w * p.c_in);
+    let (k, cog) = (g.k, g.cog);
+    let block = g.block();
+    let mut cols = vec![0.0f32; block * k];
+    let mut dyg = if p.groups > 1 {
+        vec![0.0f32; block * cog]
+    } else {
+        Vec::new()
+    };
+    let end = row0 + rows;
+    let mut r = row0;
+    while r < end {
+        // The rows of image `nb` inside this chunk.
+        let nb = r / p.h;
+        let ih0 = r % p.h;
+        let ih1 = p.h.min(ih0 + (end - r));
+        let (oh0, oh1) = g.out_rows_reading(ih0, ih1);
+        let pix_lo = (nb * g.out_h + oh0) * g.out_w;
+        let pix_hi = (nb * g.out_h + oh1) * g.out_w;
+        for b0 in (pix_lo..pix_hi).step_by(block) {
+            let m = block.min(pix_hi - b0);
+            let dy_blk = &dy[b0 * p.c_out..(b0 + m) * p.c_out];
+            for grp in 0..p.groups {
+                let a = if p.groups == 1 {
+                    dy_blk
+                } else {
+                    gather_group(dy_blk, p.c_out, grp, cog, &mut dyg[..m * cog]);
+                    &dyg[..m * cog]
+                };
+                let sp = SgemmParams {
+                    mm: MatmulParams::new(m, k, cog),
+                    activation: None,
+                    threads: 1,
+                };
+                let wg = &w[grp * cog * k..(grp + 1) * cog * k];
+                gemm(&sp, a, wg, None, &mut cols[..m * k])?;
+                col2im(p, g, &cols[..m * k], grp, b0, row0, dx);
+            }
+        }
+        r += ih1 - ih0;
+    }
+    Ok(())
+}
+
+/// Adds `bias` to every `c`-channel pixel of `y` and applies `act`, in place.
+fn epilogue(y: &mut [f32], c: usize, bias: Option<&[f32]>, act: Option<Activation>) {
+    if let Some(bias) = bias {
+        for px in y.chunks_exact_mut(c) {
+            add_into(px, bias);
+        }
+    }
+    let Some(act) = act else {
+        return;
+    };
+    // The piecewise-linear activations in f32 (vectorisable); the transcendental ones through
+    // the f64 reference formula, O(output) against the GEMM's O(output * k).
+    match act {
+        Activation::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Activation::Relu6 => y.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+        Activation::LeakyRelu(alpha) => {
+            let alpha = alpha as f32;
+            y.iter_mut()
+                .for_each(|v| *v = if *v > 0.0 { *v } else { alpha * *v });
+        }
+        other => y
+            .iter_mut()
+            .for_each(|v| *v = other.apply(f64::from(*v)) as f32),
+    }
+}
+
+/// The weight gradient of the output pixels `[pix_lo, pix_hi)` of a validated, non-pointwise
+/// convolution into `dw` (overwritten).
+#[allow(clippy::too_many_arguments)]
+fn dw_pixels(
+    p: &Conv2dParams,
+    g: &Geom,
+    x: &[f32],
+    dy: &[f32],
+    pix_lo: usize,
+    pix_hi: usize,
+    dw: &mut [f32],
+    gemm: SgemmFn,
+) -> Result<()> {
+    let (k, cog) = (g.k, g.cog);
+    let block = g.block();
+    let mut cols = vec![0.0f32; block * k];
+    let mut dyg = if p.groups > 1 {
+        vec![0.0f32; block * cog]
+    } else {
+        Vec::new()
+    };
+    let mut tmp = vec![0.0f32; cog * k];
+    for b0 in (pix_lo..pix_hi).step_by(block) {
+        let m = block.min(pix_hi - b0);
+        let first = b0 == pix_lo;
+        let dy_blk = &dy[b0 * p.c_out..(b0 + m) * p.c_out];
+        for grp in 0..p.groups {
+            im2col(p, g, x, grp, b0, &mut cols[..m * k]);
+            let a = if p.groups == 1 {
+                dy_blk
+            } else {
+                gather_group(dy_blk, p.c_out, grp, cog, &mut dyg[..m * cog]);
+                &dyg[..m * cog]
+            };
+            // dW_g[cog, k] = dy_g^T[cog, m] @ cols[m, k]; dy_g is stored [m, cog].
+            let sp = SgemmParams {
+                mm: MatmulParams {
+                    transpose_a: true,
+                    ..MatmulParams::new(cog, k, m)
+                },
+                activation: None,
+                threads: 1,
+            };
+            let dwg = &mut dw[grp * cog * k..(grp + 1) * cog * k];
+            if first {
+                gemm(&sp, a, &cols[..m * k], None, dwg)?;
+            } else {
+                gemm(&sp, a, &cols[..m * k], None, &mut tmp)?;
+                add_into(dwg, &tmp);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::Kernels;
+    use crate::testutil::{assert_close, rng};
+
+    const CIG: [usize; 6] = [1, 3, 7, 13, 17, 33];
+    const KERNELS: [(usize, usize); 5] = [(1, 1), (3, 3), (5, 3), (3, 5), (1, 3)];
+
+    fn rand_f32(r: &mut crate::rng::Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| r.uniform(-1.0, 1.0) as f32).collect()
+    }
+
+    fn f64s(v: &[f32]) -> Vec<f64> {
+        v.iter().map(|&x| f64::from(x)).collect()
+    }
+
+    /// A random valid convolution: ragged channel counts, 1-3 groups, stride 1-3, dilation
+    /// 1-2, SAME / random asymmetric / zero / fixed asymmetric padding; every 6th case is a
+    /// pointwise one (the one-GEMM path).
+    pub(crate) fn random_params(r: &mut crate::rng::Rng, case: usize) -> Conv2dParams {
+        loop {
+            let groups = 1 + case % 3;
+            let (kh, kw) = KERNELS[r.range(0, KERNELS.len() - 1)];
+            let (h, w) = (r.range(1, 11), r.range(1, 11));
+            let (sh, sw) = (r.range(1, 3), r.range(1, 3));
+            let (dh, dw) = (r.range(1, 2), r.range(1, 2));
+            let padding = match case % 4 {
+                0 => Padding2d::same((h, w), (kh, kw), (sh, sw), (dh, dw)),
+                1 => Padding2d::new(r.range(0, 2), r.range(0, 2), r.range(0, 2), r.range(0, 2)),
+                2 => Padding2d::ZERO,
+                _ => Padding2d::new(1, 0, 0, 2),
+            };
+            let cig = CIG[r.range(0, CIG.len() - 1)];
+            let cog = CIG[r.range(0, CIG.len() - 1)];
+            let mut p = Conv2dParams {
+                n: r.range(1, 2),
+                h,
+                w,
+                c_in: groups * cig,
+                c_out: groups * cog,
+                kh,
+                kw,
+                stride_h: sh,
+                stride_w: sw,
+                dilation_h: dh,
+                dilation_w: dw,
+                padding,
+                groups,
+            };
+            if case % 6 == 5 {
+                p = Conv2dParams {
+                    kh: 1,
+                    kw: 1,
+                    stride_h: 1,
+                    stride_w: 1,
+                    padding: Padding2d::ZERO,
+                    groups: 1,
+                    c_in: cig,
+                    c_out: cog,
+                    ..p
+                };
+            }
+            if p.validate().is_ok() {
+                return p;
+            }
+        }
+    }
+
+    type DxTier = (&'static str, Conv2dGradInputFn);
+    type DwTier = (&'static str, Conv2dGradWeightFn);
+
+    fn dx_tiers() -> Vec<DxTier> {
+        let mut t: Vec<DxTier> = vec![
+            ("reference", Kernels::reference().conv2d_grad_input),
+            ("portable", Kernels::portable().conv2d_grad_input),
+            ("best", Kernels::best().conv2d_grad_input),
+            ("dispatched", conv2d_grad_input_fast),
+        ];
+        #[cfg(target_arch = "x86_64")]
+        if crate::x86_64::sgemm_avx2::available() {
+            t.push(("avx2", conv2d_grad_input_avx2));
+        }
+        t
+    }
+
+    fn dw_tiers() -> Vec<DwTier> {
+        let mut t: Vec<DwTier> = vec![
+            ("reference", Kernels::reference().conv2d_grad_weight),
+            ("portable", Kernels::portable().conv2d_grad_weight),
+            ("best", Kernels::best().conv2d_grad_weight),
+            ("dispatched", conv2d_grad_weight_fast),
+        ];
+        #[cfg(target_arch = "x86_64")]
+        if crate::x86_64::sgemm_avx2::available() {
+            t.push(("avx2", conv2d_grad_weight_avx2));
+        }
+        t
+    }
+
+    /// The sgemm tiers, for calling the drivers with threading forced on small shapes.
+    fn gemms() -> Vec<(&'static str, SgemmFn)> {
+        let mut t: Vec<(&'static str, SgemmFn)> = vec![("portable", crate::portable::sgemm::sgemm)];
+        #[cfg(target_arch = "x86_64")]
+        if crate::x86_64::sgemm_avx2::available() {
+            t.push(("avx2", crate::x86_64::sgemm_avx2::sgemm));
+        }
+        t
+    }
+
+    /// The f64 oracle's `(dx, dw, db)` for f32 data.
+    fn oracle(
+        p: &Conv2dParams,
+        x: &[f32],
+        w: &[f32],
+        dy: &[f32],
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let (x, w, dy) = (f64s(x), f64s(w), f64s(dy));
+        let mut dx = vec![0.0; x.len()];
+        let mut dw = vec![0.0; w.len()];
+        let mut db = vec![0.0; p.c_out];
+        conv2d_grad_input(*p, &dy, &w, &mut dx).unwrap();
+        conv2d_grad_weight(*p, &x, &dy, &mut dw).unwrap();
+        conv2d_grad_bias(*p, &dy, &mut db).unwrap();
+        (dx, dw, db)
+    }
+
+    /// Checks every tier (threads 1 and 2) and the drivers with threading forced (2 and 3
+    /// workers) on `p` against the oracle.
+    fn check_all(p: &Conv2dParams, r: &mut crate::rng::Rng, ran: &mut Vec<&'static str>) {
+        let x = rand_f32(r, p.x_len().unwrap());
+        let w = rand_f32(r, p.w_len().unwrap());
+        let dy = rand_f32(r, p.y_len().unwrap());
+        let (want_dx, want_dw, want_db) = oracle(p, &x, &w, &dy);
+        let tol = 1e-5;
+        for threads in [1, 2] {
+            for (name, f) in dx_tiers() {
+                let mut dx = vec![f32::NAN; want_dx.len()];
+                f(p, &dy, &w, threads, &mut dx).unwrap();
+                assert_close(
+                    &format!("dx/{name}/t{threads}/{p:?}"),
+                    &f64s(&dx),
+                    &want_dx,
+                    tol,
+                );
+                if !ran.contains(&name) {
+                    ran.push(name);
+                }
+            }
+            for (name, f) in dw_tiers() {
+                let mut dw = vec![f32::NAN; want_dw.len()];
+                let mut db = vec![f32::NAN; p.c_out];
+                f(p, &x, &dy, threads, &mut dw, Some(&mut db)).unwrap();
+                assert_close(
+                    &format!("dw/{name}/t{threads}/{p:?}"),
+                    &f64s(&dw),
+                    &want_dw,
+                    tol,
+                );
+                assert_close(
+                    &format!("db/{name}/t{threads}/{p:?}"),
+                    &f64s(&db),
+                    &want_db,
+                    tol,
+                );
+                let mut dw2 = vec![f32::NAN; want_dw.len()];
+                f(p, &x, &dy, threads, &mut dw2, None).unwrap();
+                assert_close(&format!("dw/{name}/nodb/{p:?}"), &f64s(&dw2), &want_dw, tol);
+            }
+        }
+        for (name, gemm) in gemms() {
+            for threads in [2, 3] {
+                let mut dx = vec![f32::NAN; want_dx.len()];
+                col2im_driver(p, &dy, &w, None, None, threads, &mut dx, gemm, 0).unwrap();
+                assert_close(
+                    &format!("dx/{name}/forced t{threads}/{p:?}"),
+                    &f64s(&dx),
+                    &want_dx,
+                    tol,
+                );
+                let mut dw = vec![f32::NAN; want_dw.len()];
+                grad_weight_driver(p, &x, &dy, threads, &mut dw, gemm, 0).unwrap();
+                assert_close(
+                    &format!("dw/{name}/forced t{threads}/{p:?}"),
+                    &f64s(&dw),
+                    &want_dw,
+                    tol,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn grads_match_reference_on_random_convs() {
+        let mut r = rng("conv2d_grad_random");
+        let mut ran = Vec::new();
+        for case in 0..36 {
+            let p = random_params(&mut r, case);
+            check_all(&p, &mut r, &mut ran);
+        }
+        println!("conv2d_grad tiers run: {ran:?}");
+    }
+
+    #[test]
+    fn grads_match_reference_on_multi_block_shapes() {
+        let mut r = rng("conv2d_grad_blocks");
+        let mut ran = Vec::new();
+        let base = Conv2dParams {
+            n: 2,
+            h: 29,
+            w: 23,
+            c_in: 6,
+            c_out: 10,
+            kh: 3,
+            kw: 3,
+            stride_h: 1,
+            stride_w: 1,
+            dilation_h: 1,
+            dilation_w: 1,
+            padding: Padding2d::symmetric(1, 1),
+            groups: 2,
+        };
+        // Several column blocks per image, strided and dilated variants, and a pointwise one.
+        for p in [
+            base,
+            Conv2dParams {
+                stride_h: 2,
+                stride_w: 3,
+                groups: 1,
+                ..base
+            },
+            Conv2dParams {
+                dilation_h: 2,
+                kh: 5,
+                padding: Padding2d::new(3, 1, 0, 2),
+                ..base
+            },
+            Conv2dParams {
+                kh: 1,
+                kw: 1,
+                padding: Padding2d::ZERO,
+                groups: 1,
+                ..base
+            },
+        ] {
+            check_all(&p, &mut r, &mut ran);
+        }
+        println!("conv2d_grad tiers run: {ran:?}");
+    }
+
+    /// The benchmark layer, 1x56x56x64 -> 64, 3x3, pad 1, on the threaded path.
+    #[test]
+    fn benchmark_layer_matches_reference() {
+        let mut r = rng("conv2d_grad_bench_layer");
+        let p = bench_layer();
+        let x = rand_f32(&mut r, p.x_len().unwrap());
+        let w = rand_f32(&mut r, p.w_len().unwrap());
+        let dy = rand_f32(&mut r, p.y_len().unwrap());
+        let (want_dx, want_dw, want_db) = oracle(&p, &x, &w, &dy);
+        for threads in [1, 2] {
+            let mut dx = vec![f32::NAN; want_dx.len()];
+            conv2d_grad_input_fast(&p, &dy, &w, threads, &mut dx).unwrap();
+            assert_close(&format!("bench dx t{threads}"), &f64s(&dx), &want_dx, 1e-5);
+            let mut dw = vec![f32::NAN; want_dw.len()];
+            let mut db = vec![f32::NAN; p.c_out];
+            conv2d_grad_weight_fast(&p, &x, &dy, threads, &mut dw, Some(&mut db)).unwrap();
+            assert_close(&format!("bench dw t{threads}"), &f64s(&dw), &want_dw, 1e-5);
+            assert_close(&format!("bench db t{threads}"), &f64s(&db), &want_db, 1e-5);
+        }
+        println!("benchmark layer checked on {:?}", kernels_used());
+    }
+
+    fn kernels_used() -> (&'static str, &'static str) {
+        let k = crate::dispatch::kernels();
+        (k.conv2d_grad_input_impl, k.conv2d_grad_weight_impl)
+    }
+
+    fn bench_layer() -> Conv2dParams {
+        Conv2dParams {
+            n: 1,
+            h: 56,
+            w: 56,
+            c_in: 64,
+            c_out: 64,
+            kh: 3,
+            kw: 3,
+            stride_h: 1,
+            stride_w: 1,
+            dilation_h: 1,
+            dilation_w: 1,
+            padding: Padding2d::symmetric(1, 1),
+            groups: 1,
+        }
+    }
+
+    #[test]
+    fn errors_not_panics() {
+        let p = Conv2dParams {
+            n: 1,
+            h: 4,
+            w: 4,
+            c_in: 2,
+            c_out: 3,
+            kh: 3,
+            kw: 3,
+            stride_h: 1,
+            stride_w: 1,
+            dilation_h: 1,
+            dilation_w: 1,
+            padding: Padding2d::ZERO,
+            groups: 1,
+        };
+        let x = vec![1.0f32; 32];
+        let w = vec![1.0f32; 54];
+        let dy = vec![1.0f32; 12];
+        let mut dx = vec![0.0f32; 32];
+        let mut dw = vec![0.0f32; 54];
+        let mut db = vec![0.0f32; 3];
+        for (name, f) in dx_tiers() {
+            assert!(f(&p, &dy, &w, 1, &mut dx).is_ok(), "{name}");
+            assert!(f(&p, &dy[..11], &w, 1, &mut dx).is_err(), "{name}");
+            assert!(f(&p, &dy, &w[..53], 1, &mut dx).is_err(), "{name}");
+            assert!(f(&p, &dy, &w, 1, &mut dx[..31]).is_err(), "{name}");
+            let bad = Conv2dParams { groups: 2, ..p };
+            assert!(f(&bad, &dy, &w, 1, &mut dx).is_err(), "{name}");
+            let bad = Conv2dParams { stride_w: 0, ..p };
+            assert!(f(&bad, &dy, &w, 1, &mut dx).is_err(), "{name}");
+            let bad = Conv2dParams {
+                n: usize::MAX / 2,
+                ..p
+            };
+            assert!(f(&bad, &dy, &w, 1, &mut dx).is_err(), "{name}");
+        }
+        for (name, f) in dw_tiers() {
+            assert!(f(&p, &x, &dy, 1, &mut dw, Some(&mut db)).is_ok(), "{name}");
+            assert!(f(&p, &x[..31], &dy, 1, &mut dw, None).is_err(), "{name}");
+            assert!(f(&p, &x, &dy[..11], 1, &mut dw, None).is_err(), "{name}");
+            assert!(f(&p, &x, &dy, 1, &mut dw[..53], None).is_err(), "{name}");
+            assert!(
+                f(&p, &x, &dy, 1, &mut dw, Some(&mut db[..2])).is_err(),
+                "{name}"
+            );
+            let bad = Conv2dParams { kh: 5, ..p };
+            assert!(f(&bad, &x, &dy, 1, &mut dw, None).is_err(), "{name}");
+        }
+    }
+
+    /// Timing of the benchmark layer (not a correctness test):
+    /// `cargo test --release -p spore-kernels-cpu conv2d_grad::tests::timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn timing() {
+        let mut r = rng("conv2d_grad_timing");
+        let p = bench_layer();
+        let x = rand_f32(&mut r, p.x_len().unwrap());
+        let w = rand_f32(&mut r, p.w_len().unwrap());
+        let dy = rand_f32(&mut r, p.y_len().unwrap());
+        let mut y = vec![0.0f32; dy.len()];
+        let mut dx = vec![0.0f32; x.len()];
+        let mut dw = vec![0.0f32; w.len()];
+        let mut db = vec![0.0f32; p.c_out];
+        let flops = 2.0 * (56.0 * 56.0) * 576.0 * 64.0;
+        let best = |f: &mut dyn FnMut()| {
+            f();
+            (0..40)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64()
+                })
+                .fold(f64::INFINITY, f64::min)
+        };
+        println!("kernels: {:?}", crate::dispatch::kernels().describe());
+        for threads in [1, 2] {
+            let tf = best(&mut || {
+                crate::conv2d::conv2d_fast(&p, &x, &w, None, None, threads, &mut y).unwrap()
+            });
+            let tdx = best(&mut || conv2d_grad_input_fast(&p, &dy, &w, threads, &mut dx).unwrap());
+            let tdw = best(&mut || {
+                conv2d_grad_weight_fast(&p, &x, &dy, threads, &mut dw, Some(&mut db)).unwrap()
+            });
+            let total = tf + tdx + tdw;
+            println!(
+                "threads {threads}: fwd {:.2} ms {:.1} GFLOP/s | dx {:.2} ms {:.1} GFLOP/s | \
+                 dw+db {:.2} ms {:.1} GFLOP/s | fwd+bwd {:.2} ms {:.1} GFLOP/s",
+                tf * 1e3,
+                flops / tf / 1e9,
+                tdx * 1e3,
+                flops / tdx / 1e9,
+                tdw * 1e3,
+                flops / tdw / 1e9,
+                total * 1e3,
+                3.0 * flops / total / 1e9
+            );
+        }
+        let tp = best(&mut || conv2d_grad_input_portable(&p, &dy, &w, 1, &mut dx).unwrap());
+        let tpw = best(&mut || {
+            conv2d_grad_weight_portable(&p, &x, &dy, 1, &mut dw, Some(&mut db)).unwrap()
+        });
+        println!(
+            "portable tier, 1 thread: dx {:.1} GFLOP/s, dw+db {:.1} GFLOP/s",
+            flops / tp / 1e9,
+            flops / tpw / 1e9
+        );
+        // A decoder-style transposed convolution: 28x28x128 -> 56x56x64, 3x3, stride 2.
+        let tp = crate::reference::conv_transpose2d::ConvTranspose2dParams {
+            n: 1,
+            h: 28,
+            w: 28,
+            c_in: 128,
+            c_out: 64,
+            kh: 3,
+            kw: 3,
+            stride_h: 2,
+            stride_w: 2,
+            dilation_h: 1,
+            dilation_w: 1,
+            padding: Padding2d::symmetric(1, 1),
+            output_padding_h: 1,
+            output_padding_w: 1,
+            groups: 1,
+        };
+        let tx = rand_f32(&mut r, tp.x_len().unwrap());
+        let tw = rand_f32(&mut r, tp.w_len().unwrap());
+        let tb = rand_f32(&mut r, 64);
+        let mut ty = vec![0.0f32; tp.y_len().unwrap()];
+        let tflops = 2.0 * (28.0 * 28.0 * 128.0) * 9.0 * 64.0;
+        for threads in [1, 2] {
+            let t = best(&mut || {
+                crate::conv_transpose2d::conv_transpose2d_fast(
+                    &tp,
+                    &tx,
+                    &tw,
+                    Some(&tb),
+                    Some(Activation::Relu),
+                    threads,
+                    &mut ty,
+                )
+                .unwrap()
+            });
+            println!(
+                "conv_transpose2d 28x28x128->56x56x64 s2 +bias+relu, threads {threads}: \
+                 {:.2} ms {:.1} GFLOP/s",
+                t * 1e3,
+                tflops / t / 1e9
+            );
+        }
+        let t = std::time::Instant::now();
+        conv2d_grad_input(p, &dy, &w, &mut dx).unwrap();
+        let tref = t.elapsed().as_secs_f64();
+        println!(
+            "reference dx: {:.1} ms {:.2} GFLOP/s",
+            tref * 1e3,
+            flops / tref / 1e9
+        );
+    }
+}
