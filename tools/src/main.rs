@@ -8,6 +8,7 @@ mod conformance;
 mod devices;
 mod inspect;
 mod run;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -54,6 +55,49 @@ enum Command {
         /// Save every output as NAME.npy into this directory.
         #[arg(long)]
         out_dir: Option<PathBuf>,
+    },
+    /// Train a network on MNIST-format digits (default: LeNet-5 from scratch on the bundled
+    /// 8,000 digits, tested on the 2,000 held out) on the best available device.
+    Train {
+        /// A zoo architecture (default lenet5); ignored with --model.
+        #[arg(default_value = "lenet5")]
+        arch: String,
+        /// Train this model file instead (input [batch, 28, 28, 1], 10 classes).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Directory with {train,test}-{images-idx3,labels-idx1}-ubyte.gz.
+        #[arg(long, default_value = "tools/data/mnist-10k")]
+        data: PathBuf,
+        /// Device.
+        #[arg(long, value_enum, default_value = "auto")]
+        device: run::DeviceArg,
+        /// Epochs.
+        #[arg(long, default_value_t = 5)]
+        epochs: usize,
+        /// Batch size.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Base learning rate (cosine-decayed to 5%).
+        #[arg(long, default_value_t = 0.05)]
+        lr: f32,
+        /// Optimizer.
+        #[arg(long, value_enum, default_value = "momentum")]
+        optimizer: train::OptimizerArg,
+        /// Freeze parameters whose name starts with this prefix (repeatable).
+        #[arg(long)]
+        freeze: Vec<String>,
+        /// Resume from a checkpoint.
+        #[arg(long)]
+        resume: Option<PathBuf>,
+        /// Output directory.
+        #[arg(long, default_value = "runs/train")]
+        out: PathBuf,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Train on only the first N digits (0 = all).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
     },
     /// Benchmark the tuned CPU kernels on the peers' workloads (JSONL like `../shared/peers`;
     /// with `--peers FILE` also the side-by-side table with ratios).
@@ -168,6 +212,35 @@ fn main() -> ExitCode {
             repeat,
             out_dir,
         } => run::run(&model, device, &inputs, repeat, out_dir.as_ref()),
+        Command::Train {
+            arch,
+            model,
+            data,
+            device,
+            epochs,
+            batch,
+            lr,
+            optimizer,
+            freeze,
+            resume,
+            out,
+            seed,
+            limit,
+        } => train::train(&train::Options {
+            arch,
+            model,
+            data,
+            device,
+            epochs,
+            batch,
+            lr,
+            optimizer,
+            freeze,
+            resume,
+            out,
+            seed,
+            limit,
+        }),
         Command::Bench {
             target: BenchTarget::Cpu,
             threads,

@@ -65,7 +65,7 @@ pub fn run(
     // Until the planner lands every node runs on the CPU reference kernels; say so rather than
     // let a GPU in the device list suggest otherwise.
     println!(
-        "executor: CPU reference kernels, nodes in order (GPU execution arrives with the planner)"
+        "executor: nodes in order, each on the GPU when it has a WGSL kernel, else the tuned CPU kernels (fused GPU segments arrive with the planner)"
     );
     let mut session = Session::new(&ctx, &model)?;
     let names: Vec<(String, DType, Vec<usize>)> = session
