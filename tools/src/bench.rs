@@ -7,7 +7,6 @@
 //! call alone until >= 10 calls and >= 1.5 s; report the median.
 
 use spore::kernels_cpu as k;
-use spore::kernels_cpu::reference::activation::Activation;
 use spore::kernels_cpu::reference::conv2d::Conv2dParams;
 use spore::kernels_cpu::reference::window::Padding2d;
 use spore::kernels_cpu::rng::Rng;
@@ -236,26 +235,146 @@ pub fn cpu(opts: &Options) -> Result<()> {
             })?;
         }
         for load in &CONVS {
-            let name = format!("{} fwd", load.name);
+            let p = load.params();
+            let x = random(&mut rng, p.x_len()?);
+            let mut y = vec![0f32; p.y_len()?];
+            let dy = random(&mut rng, y.len());
+            let mut dx = vec![0f32; x.len()];
+            let fwd = format!("{} fwd", load.name);
+            let fb = format!("{} fwd+bwd", load.name);
+            let mut rec = |workload: String, kernel: &str, t: (f64, f64, usize), flops: f64| {
+                emit(Record {
+                    workload,
+                    peer: peer(kernel),
+                    threads,
+                    median_s: t.0,
+                    min_s: t.1,
+                    runs: t.2,
+                    flops: Some(flops),
+                    note: String::new(),
+                })
+            };
+            if load.groups == load.cin && load.cin == load.cout {
+                // Depthwise: the direct kernels, not a grouped GEMM.
+                let dp = k::reference::depthwise_conv2d::DepthwiseConv2dParams {
+                    n: 1,
+                    h: load.hw,
+                    w: load.hw,
+                    c_in: load.cin,
+                    multiplier: 1,
+                    kh: load.k,
+                    kw: load.k,
+                    stride_h: load.stride,
+                    stride_w: load.stride,
+                    dilation_h: 1,
+                    dilation_w: 1,
+                    padding: p.padding,
+                };
+                let w = random(&mut rng, dp.w_len()?);
+                let mut dw = vec![0f32; w.len()];
+                let run_fwd = |y: &mut [f32]| {
+                    k::depthwise_conv2d::depthwise_conv2d_fast(&dp, &x, &w, None, None, threads, y)
+                };
+                if want(&fwd) {
+                    let t = time(|| Ok(run_fwd(&mut y)?))?;
+                    rec(fwd, table.depthwise_conv2d_impl, t, load.flops())?;
+                }
+                if want(&fb) {
+                    let t = time(|| {
+                        run_fwd(&mut y)?;
+                        k::depthwise_conv2d::depthwise_conv2d_grad_input_fast(
+                            &dp, &w, &dy, threads, &mut dx,
+                        )?;
+                        k::depthwise_conv2d::depthwise_conv2d_grad_weight_fast(
+                            &dp, &x, &dy, threads, &mut dw, None,
+                        )?;
+                        Ok(())
+                    })?;
+                    rec(fb, table.depthwise_conv2d_impl, t, 3.0 * load.flops())?;
+                }
+                continue;
+            }
+            let w = random(&mut rng, p.w_len()?);
+            let mut dw = vec![0f32; w.len()];
+            // Weights packed once, as a session does at load time.
+            let plan = k::conv2d::Conv2dPlan::new(&p, &w, None, None)?;
+            let kernel = format!("{} ({})", table.conv2d_impl, plan.algorithm());
+            if want(&fwd) {
+                let t = time(|| Ok(plan.run(&x, threads, &mut y)?))?;
+                rec(fwd, &kernel, t, load.flops())?;
+            }
+            if want(&fb) {
+                let t = time(|| {
+                    plan.run(&x, threads, &mut y)?;
+                    k::conv2d_grad::conv2d_grad_input_fast(&p, &dy, &w, threads, &mut dx)?;
+                    k::conv2d_grad::conv2d_grad_weight_fast(&p, &x, &dy, threads, &mut dw, None)?;
+                    Ok(())
+                })?;
+                rec(fb, &kernel, t, 3.0 * load.flops())?;
+            }
+        }
+        // Batch norm on 32x64x28x28 (NHWC here), the peers' memory-bound workload.
+        let (rows, ch) = (32 * 28 * 28, 64);
+        let x = random(&mut rng, rows * ch);
+        let dy = random(&mut rng, rows * ch);
+        let gamma = random(&mut rng, ch);
+        let beta = random(&mut rng, ch);
+        let mean = random(&mut rng, ch);
+        let var: Vec<f32> = (0..ch).map(|_| rng.uniform(0.5, 2.0) as f32).collect();
+        let (mut rm, mut rv) = (mean.clone(), var.clone());
+        let mut y = vec![0f32; rows * ch];
+        let mut dx = vec![0f32; rows * ch];
+        let (mut sm, mut si, mut dg, mut db) = (
+            vec![0f32; ch],
+            vec![0f32; ch],
+            vec![0f32; ch],
+            vec![0f32; ch],
+        );
+        let bp = k::reference::batch_norm::BatchNormParams {
+            rows,
+            channels: ch,
+            eps: 1e-5,
+        };
+        let tp = k::reference::batch_norm::BatchNormTrainParams {
+            rows,
+            channels: ch,
+            eps: 1e-5,
+            momentum: 0.1,
+        };
+        let gb = 2.0 * (rows * ch * 4) as f64 / 1e9;
+        for mode in ["eval fwd", "train fwd", "train fwd+bwd"] {
+            let name = format!("batchnorm2d 32x64x28x28 {mode}");
             if !want(&name) {
                 continue;
             }
-            let p = load.params();
-            let x = random(&mut rng, p.x_len()?);
-            let w = random(&mut rng, p.w_len()?);
-            let mut y = vec![0f32; p.y_len()?];
-            let act: Option<Activation> = None;
-            let (med, mn, runs) =
-                time(|| Ok(k::conv2d_fast(&p, &x, &w, None, act, threads, &mut y)?))?;
+            let (med, mn, runs) = time(|| {
+                match mode {
+                    "eval fwd" => k::batch_norm::batch_norm_inference(
+                        bp, &x, &mean, &var, &gamma, &beta, None, threads, &mut y,
+                    )?,
+                    _ => {
+                        k::batch_norm::batch_norm_train(
+                            tp, &x, &gamma, &beta, &mut rm, &mut rv, &mut y, &mut sm, &mut si,
+                            threads,
+                        )?;
+                        if mode == "train fwd+bwd" {
+                            k::batch_norm::batch_norm_grad(
+                                tp, &x, &dy, &gamma, &sm, &si, &mut dx, &mut dg, &mut db, threads,
+                            )?;
+                        }
+                    }
+                }
+                Ok(())
+            })?;
             emit(Record {
                 workload: name,
-                peer: peer(table.conv2d_impl),
+                peer: peer(table.batch_norm_impl),
                 threads,
                 median_s: med,
                 min_s: mn,
                 runs,
-                flops: Some(load.flops()),
-                note: String::new(),
+                flops: None,
+                note: format!("{:.1} GB/s (2 x tensor bytes / time)", gb / med),
             })?;
         }
     }
