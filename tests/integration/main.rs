@@ -14,3 +14,4 @@ mod gpu_smoke;
 mod mnist;
 mod models;
 mod session;
+mod train;
