@@ -3,6 +3,8 @@
 //! [`ActivationKind`] is the fused-activation attribute of conv, depthwise and matmul.
 
 use super::{GradContext, OpCase, OpDef, all_f32, arity, input_f32, random_f32, tensor_f32};
+use crate::backend::gpu::GpuContext;
+use crate::backend::gpu::kernels::unary;
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -135,6 +137,28 @@ impl OpDef for Activation {
 
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {
         inputs.first().map_or(0, |f| f.numel() as u64)
+    }
+
+    fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
+        let x = input_f32(Self::NAME, inputs, 0)?;
+        let mut y = vec![0f32; x.len()];
+        spore_kernels_cpu::activation::activation(self.kind, x, &mut y, threads)?;
+        Ok(vec![tensor_f32(inputs[0].dims(), y)?])
+    }
+
+    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let shape = super::out_shape(self, inputs)?;
+        let x = input_f32(Self::NAME, inputs, 0)?;
+        if x.is_empty() {
+            return Ok(vec![tensor_f32(&shape, Vec::new())?]);
+        }
+        let p = unary::Unary {
+            len: x.len(),
+            act: self.kind,
+            knobs: unary::Knobs::default(),
+        };
+        let y = unary::run::<f32>(gpu, x, &p)?;
+        Ok(vec![tensor_f32(&shape, y)?])
     }
 
     /// `dx = dy * act'(x)`, one `activation_grad` node reading the forward INPUT `x`.

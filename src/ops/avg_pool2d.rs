@@ -10,6 +10,8 @@ use super::max_pool2d::window_attrs;
 use super::{
     GradContext, OpCase, OpDef, all_f32, arity, input_f32, ints_attr, random_f32, tensor_f32,
 };
+use crate::backend::gpu::GpuContext;
+use crate::backend::gpu::kernels::pool2d as gpu_kernel;
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -89,6 +91,29 @@ impl OpDef for AvgPool2d {
             .map_err(|reason| super::exec_err(Self::NAME, reason))?;
         let mut y = vec![0f32; p.y_len()?];
         reference::avg_pool2d(p, x, &mut y)?;
+        Ok(vec![tensor_f32(&[p.n, p.out_h()?, p.out_w()?, p.c], y)?])
+    }
+
+    fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
+        let x = input_f32(Self::NAME, inputs, 0)?;
+        let p = self
+            .params(inputs[0].dims())
+            .map_err(|reason| super::exec_err(Self::NAME, reason))?;
+        let mut y = vec![0f32; p.y_len()?];
+        spore_kernels_cpu::pool2d::avg_pool2d(p, x, &mut y, threads)?;
+        Ok(vec![tensor_f32(&[p.n, p.out_h()?, p.out_w()?, p.c], y)?])
+    }
+
+    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let x = input_f32(Self::NAME, inputs, 0)?;
+        let p = self
+            .params(inputs[0].dims())
+            .map_err(|reason| super::exec_err(Self::NAME, reason))?;
+        let pool = gpu_kernel::Pool2d {
+            pool: gpu_kernel::Pool::Avg(p),
+            knobs: gpu_kernel::Knobs::default(),
+        };
+        let y = gpu_kernel::run::<f32>(gpu, x, &pool)?;
         Ok(vec![tensor_f32(&[p.n, p.out_h()?, p.out_w()?, p.c], y)?])
     }
 

@@ -7,6 +7,8 @@ use super::grad_util::{input, output_grad};
 use super::{
     GradContext, OpCase, OpDef, all_f32, arity, first_numel, input_f32, random_f32, rows_last,
 };
+use crate::backend::gpu::GpuContext;
+use crate::backend::gpu::kernels::batch_norm as gpu_kernel;
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -25,6 +27,19 @@ pub struct BatchNorm {
 impl Default for BatchNorm {
     fn default() -> Self {
         BatchNorm { eps: 1e-5 }
+    }
+}
+
+impl BatchNorm {
+    /// Kernel parameters for input `x` `[rows..., channels]`.
+    fn params(&self, x: &[usize]) -> Result<reference::BatchNormParams> {
+        let (rows, channels) =
+            rows_last("x", x).map_err(|reason| super::exec_err(Self::NAME, reason))?;
+        Ok(reference::BatchNormParams {
+            rows,
+            channels,
+            eps: self.eps,
+        })
     }
 }
 
@@ -57,6 +72,29 @@ impl OpDef for BatchNorm {
         };
         let mut y = vec![0f32; x.len()];
         reference::batch_norm_inference(p, x, mean?, var?, gamma?, beta?, &mut y)?;
+        Ok(vec![super::tensor_f32(inputs[0].dims(), y)?])
+    }
+
+    fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
+        let x = input_f32(Self::NAME, inputs, 0)?;
+        let [mean, var, gamma, beta] = [1, 2, 3, 4].map(|i| input_f32(Self::NAME, inputs, i));
+        let p = self.params(inputs[0].dims())?;
+        let mut y = vec![0f32; x.len()];
+        spore_kernels_cpu::batch_norm::batch_norm_inference(
+            p, x, mean?, var?, gamma?, beta?, None, threads, &mut y,
+        )?;
+        Ok(vec![super::tensor_f32(inputs[0].dims(), y)?])
+    }
+
+    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let x = input_f32(Self::NAME, inputs, 0)?;
+        let [mean, var, gamma, beta] = [1, 2, 3, 4].map(|i| input_f32(Self::NAME, inputs, i));
+        let bn = gpu_kernel::BatchNorm {
+            shape: self.params(inputs[0].dims())?,
+            act: None,
+            knobs: gpu_kernel::Knobs::default(),
+        };
+        let y = gpu_kernel::run::<f32>(gpu, x, mean?, var?, gamma?, beta?, &bn)?;
         Ok(vec![super::tensor_f32(inputs[0].dims(), y)?])
     }
 

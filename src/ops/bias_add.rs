@@ -5,6 +5,8 @@ use super::{
     GradContext, OpCase, OpDef, all_f32, arity, first_numel, input_f32, random_f32, rows_last,
     tensor_f32,
 };
+use crate::backend::gpu::GpuContext;
+use crate::backend::gpu::kernels::bias_add as gpu_bias_add;
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -49,6 +51,35 @@ impl OpDef for BiasAdd {
             .map_err(|reason| super::exec_err(Self::NAME, reason))?;
         let mut y = vec![0f32; x.len()];
         reference::bias_add(p, x, b, &mut y)?;
+        Ok(vec![tensor_f32(inputs[0].dims(), y)?])
+    }
+
+    /// The tuned broadcasting add: `b` is one row of `x`, the kernel's row fast path.
+    fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
+        let x = input_f32(Self::NAME, inputs, 0)?;
+        let b = input_f32(Self::NAME, inputs, 1)?;
+        let p = self
+            .params(inputs[0].dims(), inputs[1].dims())
+            .map_err(|reason| super::exec_err(Self::NAME, reason))?;
+        let mut y = vec![0f32; x.len()];
+        spore_kernels_cpu::binary::binary(
+            spore_kernels_cpu::reference::binary::BinaryOp::Add,
+            x,
+            &[p.rows, p.channels],
+            b,
+            &[p.channels],
+            &mut y,
+            threads,
+        )?;
+        Ok(vec![tensor_f32(inputs[0].dims(), y)?])
+    }
+
+    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let x = input_f32(Self::NAME, inputs, 0)?;
+        let b = input_f32(Self::NAME, inputs, 1)?;
+        self.params(inputs[0].dims(), inputs[1].dims())
+            .map_err(|reason| super::exec_err(Self::NAME, reason))?;
+        let y = gpu_bias_add::run::<f32>(gpu, x, b)?;
         Ok(vec![tensor_f32(inputs[0].dims(), y)?])
     }
 

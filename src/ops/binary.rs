@@ -1,6 +1,8 @@
 //! `binary`: elementwise add, sub, mul, div, max and min with NumPy broadcasting.
 
 use super::{GradContext, OpCase, OpDef, all_f32, arity, input_f32, random_f32, tensor_f32};
+use crate::backend::gpu::GpuContext;
+use crate::backend::gpu::kernels::binary as gpu_binary;
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -54,6 +56,40 @@ impl OpDef for Binary {
         let shape = reference::broadcast_shape(ad, bd)?;
         let mut y = vec![0f32; crate::shape::numel(&shape)?];
         reference::binary(self.kind, a, ad, b, bd, &mut y)?;
+        Ok(vec![tensor_f32(&shape, y)?])
+    }
+
+    fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
+        let shape = super::out_shape(self, inputs)?;
+        let a = input_f32(Self::NAME, inputs, 0)?;
+        let b = input_f32(Self::NAME, inputs, 1)?;
+        let mut y = vec![0f32; crate::shape::numel(&shape)?];
+        spore_kernels_cpu::binary::binary(
+            self.kind,
+            a,
+            inputs[0].dims(),
+            b,
+            inputs[1].dims(),
+            &mut y,
+            threads,
+        )?;
+        Ok(vec![tensor_f32(&shape, y)?])
+    }
+
+    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let shape = super::out_shape(self, inputs)?;
+        let a = input_f32(Self::NAME, inputs, 0)?;
+        let b = input_f32(Self::NAME, inputs, 1)?;
+        if shape.contains(&0) {
+            return Ok(vec![tensor_f32(&shape, Vec::new())?]);
+        }
+        let p = gpu_binary::Binary {
+            op: self.kind,
+            a_shape: inputs[0].dims().to_vec(),
+            b_shape: inputs[1].dims().to_vec(),
+            knobs: gpu_binary::Knobs::default(),
+        };
+        let y = gpu_binary::run::<f32>(gpu, a, b, &p)?;
         Ok(vec![tensor_f32(&shape, y)?])
     }
 

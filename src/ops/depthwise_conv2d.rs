@@ -12,6 +12,8 @@ use super::{
     GradContext, OpCase, OpDef, all_f32, arity, check_bias, input_f32, ints_attr,
     optional_input_f32, random_f32, tensor_f32,
 };
+use crate::backend::gpu::GpuContext;
+use crate::backend::gpu::kernels::depthwise_conv2d as gpu_kernel;
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -113,6 +115,42 @@ impl OpDef for DepthwiseConv2d {
         if let Some(act) = self.act {
             apply_in_place(act, &mut y)?;
         }
+        Ok(vec![tensor_f32(
+            &[p.n, p.out_h()?, p.out_w()?, p.c_out()?],
+            y,
+        )?])
+    }
+
+    fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
+        let x = input_f32(Self::NAME, inputs, 0)?;
+        let w = input_f32(Self::NAME, inputs, 1)?;
+        let bias = optional_input_f32(Self::NAME, inputs, 2)?;
+        let p = self
+            .params(inputs[0].dims(), inputs[1].dims())
+            .map_err(|reason| super::exec_err(Self::NAME, reason))?;
+        let mut y = vec![0f32; p.y_len()?];
+        spore_kernels_cpu::depthwise_conv2d::depthwise_conv2d_fast(
+            &p, x, w, bias, self.act, threads, &mut y,
+        )?;
+        Ok(vec![tensor_f32(
+            &[p.n, p.out_h()?, p.out_w()?, p.c_out()?],
+            y,
+        )?])
+    }
+
+    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let x = input_f32(Self::NAME, inputs, 0)?;
+        let w = input_f32(Self::NAME, inputs, 1)?;
+        let bias = optional_input_f32(Self::NAME, inputs, 2)?;
+        let p = self
+            .params(inputs[0].dims(), inputs[1].dims())
+            .map_err(|reason| super::exec_err(Self::NAME, reason))?;
+        let conv = gpu_kernel::DepthwiseConv2d {
+            shape: p,
+            act: self.act,
+            knobs: gpu_kernel::Knobs::default(),
+        };
+        let y = gpu_kernel::run::<f32>(gpu, x, w, bias, &conv)?;
         Ok(vec![tensor_f32(
             &[p.n, p.out_h()?, p.out_w()?, p.c_out()?],
             y,

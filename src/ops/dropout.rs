@@ -3,6 +3,8 @@
 //! and kept elements are scaled by `1 / (1 - rate)`, so every backend draws the same mask.
 
 use super::{AttrValue, OpCase, OpDef, all_f32, arity, first_numel, input_f32, random_f32};
+use crate::backend::gpu::GpuContext;
+use crate::error::Error;
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -48,6 +50,21 @@ impl OpDef for Dropout {
         let mut y = vec![0f32; x.len()];
         reference::dropout(self.rate, self.seed, x, &mut y)?;
         Ok(vec![super::tensor_f32(inputs[0].dims(), y)?])
+    }
+
+    /// Inference is the identity (no kernel to run: the input is the output); training
+    /// needs the counter-based mask, which has no WGSL port yet.
+    fn eval_gpu(&self, _gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        input_f32(Self::NAME, inputs, 0)?;
+        if !self.training {
+            return Ok(vec![inputs[0].clone()]);
+        }
+        Err(Error::NotSupported {
+            what: format!(
+                "`{}` with training = true on the GPU (no WGSL port of the counter-based mask)",
+                Self::NAME
+            ),
+        })
     }
 
     fn attrs(&self) -> Attrs {

@@ -7,6 +7,8 @@ use super::grad_util::{input, output_grad, shape_of};
 use super::{
     GradContext, OpCase, OpDef, all_f32, arity, first_numel, input_f32, random_f32, tensor_f32,
 };
+use crate::backend::gpu::GpuContext;
+use crate::backend::gpu::kernels::pool2d as gpu_kernel;
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -50,6 +52,29 @@ impl OpDef for GlobalAvgPool {
             .map_err(|reason| super::exec_err(Self::NAME, reason))?;
         let mut y = vec![0f32; p.y_len()?];
         reference::global_avg_pool(p, x, &mut y)?;
+        Ok(vec![tensor_f32(&[p.n, p.c], y)?])
+    }
+
+    fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
+        let x = input_f32(Self::NAME, inputs, 0)?;
+        let p = self
+            .params(inputs[0].dims())
+            .map_err(|reason| super::exec_err(Self::NAME, reason))?;
+        let mut y = vec![0f32; p.y_len()?];
+        spore_kernels_cpu::pool2d::global_avg_pool(p, x, &mut y, threads)?;
+        Ok(vec![tensor_f32(&[p.n, p.c], y)?])
+    }
+
+    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let x = input_f32(Self::NAME, inputs, 0)?;
+        let p = self
+            .params(inputs[0].dims())
+            .map_err(|reason| super::exec_err(Self::NAME, reason))?;
+        let pool = gpu_kernel::GlobalAvgPool {
+            shape: p,
+            knobs: gpu_kernel::Knobs::default(),
+        };
+        let y = gpu_kernel::run_global_avg::<f32>(gpu, x, &pool)?;
         Ok(vec![tensor_f32(&[p.n, p.c], y)?])
     }
 

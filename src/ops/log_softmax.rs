@@ -2,7 +2,9 @@
 //! are rows), computed with the row maximum subtracted so large logits do not overflow.
 
 use super::softmax::{eval_last_axis, infer_last_axis, last_axis_cases};
+use super::softmax::{eval_last_axis_cpu, eval_last_axis_gpu};
 use super::{GradContext, OpCase, OpDef, first_numel};
+use crate::backend::gpu::GpuContext;
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -23,6 +25,14 @@ impl OpDef for LogSoftmax {
 
     fn eval_ref(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
         eval_last_axis(Self::NAME, reference::log_softmax, inputs)
+    }
+
+    fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
+        eval_last_axis_cpu(Self::NAME, true, inputs, threads)
+    }
+
+    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        eval_last_axis_gpu(Self::NAME, true, gpu, inputs)
     }
 
     fn attrs(&self) -> Attrs {

@@ -11,6 +11,8 @@ use super::{
     GradContext, OpCase, OpDef, all_f32, arity, check_bias, input_f32, out_shape, random_f32,
     tensor_f32,
 };
+use crate::backend::gpu::GpuContext;
+use crate::backend::gpu::kernels::matmul as gpu_kernel;
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -135,6 +137,22 @@ impl OpDef for MatMul {
             threads,
         };
         spore_kernels_cpu::sgemm(&sp, a, b, bias, &mut y)?;
+        Ok(vec![tensor_f32(&shape, y)?])
+    }
+
+    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let shape = out_shape(self, inputs)?;
+        let a = input_f32(Self::NAME, inputs, 0)?;
+        let b = input_f32(Self::NAME, inputs, 1)?;
+        let bias = super::optional_input_f32(Self::NAME, inputs, 2)?;
+        let (p, _) = self
+            .params(inputs[0].dims(), inputs[1].dims())
+            .map_err(|reason| super::exec_err(Self::NAME, reason))?;
+        let mm = gpu_kernel::Matmul {
+            act: self.act,
+            ..gpu_kernel::Matmul::new(p)
+        };
+        let y = gpu_kernel::run::<f32>(gpu, a, b, bias, &mm)?;
         Ok(vec![tensor_f32(&shape, y)?])
     }
 

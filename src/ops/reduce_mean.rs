@@ -1,8 +1,10 @@
 //! `reduce_mean`: mean over a set of axes, with `reduce_sum`'s axis and `keep_dims` rules
 //! (negative axes allowed, reduced axes removed unless `keep_dims`, an empty list is a copy).
 
+use super::reduce_sum::reduce_eval_gpu;
 use super::reduce_sum::{reduce_attrs, reduce_cases, reduce_from_attrs, reduce_infer};
 use super::{OpCase, OpDef, first_numel, input_f32, out_shape, tensor_f32};
+use crate::backend::gpu::GpuContext;
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -32,6 +34,18 @@ impl OpDef for ReduceMean {
         let mut y = vec![0f32; crate::shape::numel(&shape)?];
         reference::reduce_mean(x, inputs[0].dims(), &self.axes, &mut y)?;
         Ok(vec![tensor_f32(&shape, y)?])
+    }
+
+    fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
+        let shape = out_shape(self, inputs)?;
+        let x = input_f32(Self::NAME, inputs, 0)?;
+        let mut y = vec![0f32; crate::shape::numel(&shape)?];
+        spore_kernels_cpu::reduce::reduce_mean(x, inputs[0].dims(), &self.axes, &mut y, threads)?;
+        Ok(vec![tensor_f32(&shape, y)?])
+    }
+
+    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        reduce_eval_gpu(self, &self.axes, true, gpu, inputs)
     }
 
     fn attrs(&self) -> Attrs {

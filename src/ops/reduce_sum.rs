@@ -9,6 +9,8 @@ use super::{
     AttrValue, MAX_RANK, Op, OpCase, OpDef, all_f32, arity, first_numel, input_f32, no_zero_dim,
     out_shape, random_f32, resolve_axis, tensor_f32,
 };
+use crate::backend::gpu::GpuContext;
+use crate::backend::gpu::kernels::reduce as gpu_reduce;
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -53,6 +55,27 @@ pub(crate) fn reduce_infer(
         })
         .collect();
     Ok(vec![TensorFact::f32(out)])
+}
+
+/// `eval_gpu` shared by the reductions: the WGSL reduce kernel (keepdims layout, which has
+/// the same element order as the output with the reduced axes dropped).
+pub(crate) fn reduce_eval_gpu<O: OpDef>(
+    op: &O,
+    axes: &[i64],
+    mean: bool,
+    gpu: &GpuContext,
+    inputs: &[&Tensor],
+) -> Result<Vec<Tensor>> {
+    let shape = out_shape(op, inputs)?;
+    let x = input_f32(O::NAME, inputs, 0)?;
+    let p = gpu_reduce::Reduce {
+        shape: inputs[0].dims().to_vec(),
+        axes: axes.to_vec(),
+        mean,
+        knobs: gpu_reduce::Knobs::default(),
+    };
+    let y = gpu_reduce::run::<f32>(gpu, x, &p)?;
+    Ok(vec![tensor_f32(&shape, y)?])
 }
 
 /// Attributes `axes` and `keep_dims` of op `name`.
@@ -119,6 +142,18 @@ impl OpDef for ReduceSum {
         let mut y = vec![0f32; crate::shape::numel(&shape)?];
         reference::reduce_sum(x, inputs[0].dims(), &self.axes, &mut y)?;
         Ok(vec![tensor_f32(&shape, y)?])
+    }
+
+    fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
+        let shape = out_shape(self, inputs)?;
+        let x = input_f32(Self::NAME, inputs, 0)?;
+        let mut y = vec![0f32; crate::shape::numel(&shape)?];
+        spore_kernels_cpu::reduce::reduce_sum(x, inputs[0].dims(), &self.axes, &mut y, threads)?;
+        Ok(vec![tensor_f32(&shape, y)?])
+    }
+
+    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        reduce_eval_gpu(self, &self.axes, false, gpu, inputs)
     }
 
     fn attrs(&self) -> Attrs {

@@ -4,6 +4,8 @@
 use super::{
     GradContext, OpCase, OpDef, all_f32, arity, first_numel, input_f32, random_f32, rows_last,
 };
+use crate::backend::gpu::GpuContext;
+use crate::backend::gpu::kernels::softmax as gpu_softmax;
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -42,6 +44,39 @@ pub(crate) fn eval_last_axis(
     Ok(vec![super::tensor_f32(inputs[0].dims(), y)?])
 }
 
+/// `eval_cpu` shared by softmax (`log = false`) and log-softmax: the tuned row kernels.
+pub(crate) fn eval_last_axis_cpu(
+    op: &str,
+    log: bool,
+    inputs: &[&Tensor],
+    threads: usize,
+) -> Result<Vec<Tensor>> {
+    let x = input_f32(op, inputs, 0)?;
+    let (rows, cols) =
+        rows_last("x", inputs[0].dims()).map_err(|reason| super::exec_err(op, reason))?;
+    let mut y = vec![0f32; x.len()];
+    if log {
+        spore_kernels_cpu::softmax::log_softmax(rows, cols, x, &mut y, threads)?;
+    } else {
+        spore_kernels_cpu::softmax::softmax(rows, cols, x, &mut y, threads)?;
+    }
+    Ok(vec![super::tensor_f32(inputs[0].dims(), y)?])
+}
+
+/// `eval_gpu` shared by softmax (`log = false`) and log-softmax: the WGSL row kernel.
+pub(crate) fn eval_last_axis_gpu(
+    op: &str,
+    log: bool,
+    gpu: &GpuContext,
+    inputs: &[&Tensor],
+) -> Result<Vec<Tensor>> {
+    let x = input_f32(op, inputs, 0)?;
+    let (rows, cols) =
+        rows_last("x", inputs[0].dims()).map_err(|reason| super::exec_err(op, reason))?;
+    let y = gpu_softmax::run::<f32>(gpu, x, &gpu_softmax::Softmax::new(rows, cols, log))?;
+    Ok(vec![super::tensor_f32(inputs[0].dims(), y)?])
+}
+
 /// Conformance cases shared by softmax and log-softmax: rank 1, 2 and 4, and logits large
 /// enough to overflow a naive exp.
 pub(crate) fn last_axis_cases(name: &str, op: super::Op, rng: &mut Rng) -> Result<Vec<OpCase>> {
@@ -73,6 +108,14 @@ impl OpDef for Softmax {
 
     fn eval_ref(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
         eval_last_axis(Self::NAME, reference::softmax, inputs)
+    }
+
+    fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
+        eval_last_axis_cpu(Self::NAME, false, inputs, threads)
+    }
+
+    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        eval_last_axis_gpu(Self::NAME, false, gpu, inputs)
     }
 
     fn attrs(&self) -> Attrs {

@@ -218,7 +218,7 @@ fn training_steps_agree_on_cpu_and_gpu() {
     let mut gpu = TrainSession::new(&gpu_ctx, &model, cfg()).unwrap();
     for b in 0..3 {
         let (x, y) = digits(&d.train, b * batch, batch);
-        let lc = cpu.step(&[x.clone()], &y).unwrap();
+        let lc = cpu.step(std::slice::from_ref(&x), &y).unwrap();
         let lg = gpu.step(&[x], &y).unwrap();
         let rel = (f64::from(lc) - f64::from(lg)).abs() / f64::from(lc).abs().max(1e-6);
         println!("step {b}: cpu {lc} gpu {lg} rel {rel:e}");
