@@ -53,6 +53,16 @@ impl OpDef for GlobalAvgPoolGrad {
         Ok(vec![tensor_f32(&self.input_shape, dx)?])
     }
 
+    fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
+        let dy = input_f32(Self::NAME, inputs, 0)?;
+        let p = self
+            .params(inputs[0].dims())
+            .map_err(|r| exec_err(Self::NAME, r))?;
+        let mut dx = vec![0f32; p.x_len()?];
+        spore_kernels_cpu::pool2d::global_avg_pool_grad(p, dy, &mut dx, threads)?;
+        Ok(vec![tensor_f32(&self.input_shape, dx)?])
+    }
+
     fn attrs(&self) -> Attrs {
         Attrs::new(Self::NAME).with("input_shape", ints_attr(&self.input_shape))
     }

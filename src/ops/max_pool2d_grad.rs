@@ -61,6 +61,17 @@ impl OpDef for MaxPool2dGrad {
         Ok(vec![tensor_f32(inputs[0].dims(), dx)?])
     }
 
+    fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
+        let x = input_f32(Self::NAME, inputs, 0)?;
+        let dy = input_f32(Self::NAME, inputs, 1)?;
+        let p = self
+            .params(inputs[0].dims(), inputs[1].dims())
+            .map_err(|r| exec_err(Self::NAME, r))?;
+        let mut dx = vec![0f32; x.len()];
+        spore_kernels_cpu::pool2d::max_pool2d_grad(p, x, dy, &mut dx, threads)?;
+        Ok(vec![tensor_f32(inputs[0].dims(), dx)?])
+    }
+
     fn attrs(&self) -> Attrs {
         embed(Self::NAME, &self.pool.attrs())
     }

@@ -312,7 +312,13 @@ fn concurrent_sessions_share_model_and_context() {
                     let mut s = Session::new(ctx, m).unwrap();
                     *s.input_by_tensor_name("data").unwrap() = x.clone();
                     s.run().unwrap();
-                    assert_eq!(&s.output_by_tensor_name("prob").unwrap(), want);
+                    // GPU kernels sum in another order than the CPU's: equal within f32 noise.
+                    let got = s.output_by_tensor_name("prob").unwrap();
+                    let err = crate::common::rel_l2(
+                        got.as_slice::<f32>().unwrap(),
+                        want.as_slice::<f32>().unwrap(),
+                    );
+                    assert!(err <= 1e-5, "GPU session vs CPU session: rel err {err:e}");
                 });
             }
         });
