@@ -83,10 +83,8 @@ fn validate(
     if let Some(bias) = bias {
         check_len(KERNEL, "bias", p.c_out, bias.len())?;
     }
-    if let Some(Activation::LeakyRelu(alpha)) = act {
-        check_param(KERNEL, "alpha", alpha.is_finite(), || {
-            format!("leaky relu slope must be finite, got {alpha}")
-        })?;
+    if let Some(a) = act {
+        a.validate(KERNEL)?;
     }
     Ok(())
 }
@@ -235,10 +233,8 @@ impl Conv2dPlan {
         if let Some(bias) = bias {
             check_len(KERNEL, "bias", p.c_out, bias.len())?;
         }
-        if let Some(Activation::LeakyRelu(alpha)) = act {
-            check_param(KERNEL, "alpha", alpha.is_finite(), || {
-                format!("leaky relu slope must be finite, got {alpha}")
-            })?;
+        if let Some(a) = act {
+            a.validate(KERNEL)?;
         }
         let kind = GemmKind::for_tier(tier);
         let pointwise = is_pointwise(p);

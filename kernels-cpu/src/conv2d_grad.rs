@@ -24,7 +24,7 @@
 //! The same col2im driver computes the transposed convolution's forward pass (see
 //! [`crate::conv_transpose2d`]), with a bias + activation epilogue.
 
-use crate::error::{Result, check_len, check_param};
+use crate::error::{Result, check_len};
 use crate::parallel::{par_chunks_mut, par_map};
 use crate::reference::activation::Activation;
 use crate::reference::conv2d::{
@@ -477,10 +477,8 @@ pub(crate) fn col2im_driver(
     gemm: SgemmFn,
     par_min_flops: usize,
 ) -> Result<()> {
-    if let Some(Activation::LeakyRelu(alpha)) = act {
-        check_param(KERNEL_DX, "alpha", alpha.is_finite(), || {
-            format!("leaky relu slope must be finite, got {alpha}")
-        })?;
+    if let Some(a) = act {
+        a.validate(KERNEL_DX)?;
     }
     let g = Geom::new(p)?;
     let rows_total = p.n * g.out_h * g.out_w;

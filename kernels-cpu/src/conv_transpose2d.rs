@@ -10,7 +10,7 @@
 //! every row is added onto the output cells it stamps, and each worker finishes its own output
 //! rows with the bias and the activation.
 
-use crate::error::{Result, check_len, check_param};
+use crate::error::{Result, check_len};
 use crate::reference::activation::Activation;
 use crate::reference::conv_transpose2d::{ConvTranspose2dParams, conv_transpose2d};
 use crate::sgemm::SgemmFn;
@@ -61,10 +61,8 @@ fn validate(
     if let Some(bias) = bias {
         check_len(KERNEL, "bias", p.c_out, bias.len())?;
     }
-    if let Some(Activation::LeakyRelu(alpha)) = act {
-        check_param(KERNEL, "alpha", alpha.is_finite(), || {
-            format!("leaky relu slope must be finite, got {alpha}")
-        })?;
+    if let Some(a) = act {
+        a.validate(KERNEL)?;
     }
     Ok(())
 }

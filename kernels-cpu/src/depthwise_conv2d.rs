@@ -25,7 +25,7 @@
 //! tier compiles the very same code inside an `avx2,fma` function (multiversioning) with
 //! fused multiply-adds, while the portable tier uses plain `a * b + c`.
 
-use crate::error::{KernelError, Result, check_len, check_param};
+use crate::error::{KernelError, Result, check_len};
 use crate::parallel::{par_chunks_mut, par_map};
 use crate::reference::activation::Activation;
 use crate::reference::depthwise_conv2d::{
@@ -198,10 +198,8 @@ fn validate_fwd(
     if let Some(b) = bias {
         check_len(KERNEL, "bias", g.c_out, b.len())?;
     }
-    if let Some(Activation::LeakyRelu(alpha)) = act {
-        check_param(KERNEL, "alpha", alpha.is_finite(), || {
-            format!("leaky relu slope must be finite, got {alpha}")
-        })?;
+    if let Some(a) = act {
+        a.validate(KERNEL)?;
     }
     Ok(g)
 }

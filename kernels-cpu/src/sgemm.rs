@@ -61,10 +61,8 @@ impl SgemmParams {
         if let Some(bias) = bias {
             check_len(K, "bias", self.mm.n, bias.len())?;
         }
-        if let Some(Activation::LeakyRelu(alpha)) = self.activation {
-            check_param(K, "alpha", alpha.is_finite(), || {
-                format!("leaky relu slope must be finite, got {alpha}")
-            })?;
+        if let Some(a) = self.activation {
+            a.validate(K)?;
         }
         Ok(())
     }

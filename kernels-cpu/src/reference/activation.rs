@@ -234,7 +234,9 @@ impl Activation {
         }
     }
 
-    fn validate(self, kernel: &'static str) -> crate::Result<()> {
+    /// Checks the activation's parameters (a leaky-relu slope must be finite); every kernel
+    /// with a fused activation epilogue calls this.
+    pub(crate) fn validate(self, kernel: &'static str) -> crate::Result<()> {
         if let Self::LeakyRelu(alpha) = self {
             check_param(kernel, "alpha", alpha.is_finite(), || {
                 format!("leaky relu slope must be finite, got {alpha}")
