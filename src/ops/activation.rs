@@ -2,9 +2,12 @@
 //! hard-sigmoid and gelu, one op with the function as an attribute. The same
 //! [`ActivationKind`] is the fused-activation attribute of conv, depthwise and matmul.
 
-use super::{GradContext, OpCase, OpDef, all_f32, arity, input_f32, random_f32, tensor_f32};
-use crate::backend::gpu::GpuContext;
+use super::{
+    GpuValue, GradContext, OpCase, OpDef, all_f32, arity, exec_err, input_f32, random_f32,
+    tensor_f32,
+};
 use crate::backend::gpu::kernels::unary;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -146,19 +149,26 @@ impl OpDef for Activation {
         Ok(vec![tensor_f32(inputs[0].dims(), y)?])
     }
 
-    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        let shape = super::out_shape(self, inputs)?;
-        let x = input_f32(Self::NAME, inputs, 0)?;
-        if x.is_empty() {
-            return Ok(vec![tensor_f32(&shape, Vec::new())?]);
-        }
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        all_f32(inputs)
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let (Some(x), Some(y)) = (inputs.first(), outputs.first()) else {
+            return Err(exec_err(Self::NAME, "expects one input and one output"));
+        };
         let p = unary::Unary {
-            len: x.len(),
+            len: x.numel(),
             act: self.kind,
             knobs: unary::Knobs::default(),
         };
-        let y = unary::run::<f32>(gpu, x, &p)?;
-        Ok(vec![tensor_f32(&shape, y)?])
+        unary::record::<f32>(gpu, rec, x.buffer, y.buffer, &p)
     }
 
     /// `dx = dy * act'(x)`, one `activation_grad` node reading the forward INPUT `x`.

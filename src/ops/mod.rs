@@ -10,7 +10,7 @@ pub(crate) mod gradcheck;
 
 pub use attrs::{AttrValue, Attrs};
 
-use crate::backend::gpu::GpuContext;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::{Error, Result};
 use crate::graph::{GraphBuilder, TensorFact, ValueId};
 use crate::tensor::{DType, Tensor};
@@ -25,6 +25,28 @@ pub struct OpCase {
     pub op: Op,
     /// Input tensors (fresh random data, never all zero).
     pub inputs: Vec<Tensor>,
+}
+
+/// A value resident on the GPU: the storage buffer holding it (at least `fact`'s byte size,
+/// padded to 4 bytes) and its fact. Kernels bind `buffer` whole.
+#[derive(Debug, Clone, Copy)]
+pub struct GpuValue<'a> {
+    /// The storage buffer.
+    pub buffer: &'a wgpu::Buffer,
+    /// Element type and shape of the value in it.
+    pub fact: &'a TensorFact,
+}
+
+impl GpuValue<'_> {
+    /// The value's dimensions.
+    pub fn dims(&self) -> &[usize] {
+        &self.fact.shape
+    }
+
+    /// The value's element count.
+    pub fn numel(&self) -> usize {
+        self.fact.shape.iter().product()
+    }
 }
 
 /// What every op implements.
@@ -63,7 +85,32 @@ pub trait OpDef: Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static {
     /// outputs back. (The planner keeps tensors resident across a fused segment instead; this
     /// is the per-op path conformance and fallback use.) Ops without a WGSL kernel say so with
     /// [`Error::NotSupported`], and the executor places them on the CPU.
-    fn eval_gpu(&self, _gpu: &GpuContext, _inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+    ///
+    /// The default runs [`OpDef::record_gpu`] on freshly uploaded inputs and poisoned (NaN)
+    /// outputs, so an op with a `record_gpu` gets this path for free.
+    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        eval_gpu_by_record(self, gpu, inputs)
+    }
+
+    /// Whether [`OpDef::record_gpu`] can run these inputs (`Err(reason)` when not: no
+    /// kernel, an element type or shape the kernel does not take). Pure and cheap: the
+    /// planner asks it for every node when it partitions a graph.
+    fn gpu_support(&self, _inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        Err("no WGSL kernel yet".into())
+    }
+
+    /// Records the op's kernel(s) into `rec` on values already resident on the GPU: the
+    /// planner's path, which chains every node of a segment into one command buffer and
+    /// submits once. `outputs` are allocated by the caller with the sizes `infer` gives (and
+    /// may hold garbage: the kernel writes every element). Only called when
+    /// [`OpDef::gpu_support`] said yes.
+    fn record_gpu(
+        &self,
+        _gpu: &GpuContext,
+        _rec: &mut Recorder<'_>,
+        _inputs: &[GpuValue<'_>],
+        _outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
         Err(Error::NotSupported {
             what: format!("`{}` on the GPU (no WGSL kernel yet)", Self::NAME),
         })
@@ -165,6 +212,26 @@ macro_rules! ops {
             pub fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
                 match self {
                     $(Op::$variant(op) => op.eval_gpu(gpu, inputs),)*
+                }
+            }
+
+            /// See [`OpDef::gpu_support`].
+            pub fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+                match self {
+                    $(Op::$variant(op) => op.gpu_support(inputs),)*
+                }
+            }
+
+            /// See [`OpDef::record_gpu`].
+            pub fn record_gpu(
+                &self,
+                gpu: &GpuContext,
+                rec: &mut Recorder<'_>,
+                inputs: &[GpuValue<'_>],
+                outputs: &[GpuValue<'_>],
+            ) -> Result<()> {
+                match self {
+                    $(Op::$variant(op) => op.record_gpu(gpu, rec, inputs, outputs),)*
                 }
             }
 
@@ -398,4 +465,65 @@ pub(crate) fn ints_attr(v: &[usize]) -> AttrValue {
 /// Element count of the first input, for elementwise ops' `flops`.
 pub(crate) fn first_numel(inputs: &[&TensorFact]) -> u64 {
     inputs.first().map_or(0, |f| f.numel() as u64)
+}
+
+/// The default [`OpDef::eval_gpu`]: uploads `inputs`, allocates poisoned outputs of the
+/// inferred shapes, records [`OpDef::record_gpu`] into one command buffer, submits it and
+/// reads the outputs back.
+pub(crate) fn eval_gpu_by_record<O: OpDef>(
+    op: &O,
+    gpu: &GpuContext,
+    inputs: &[&Tensor],
+) -> Result<Vec<Tensor>> {
+    let in_facts: Vec<TensorFact> = inputs
+        .iter()
+        .map(|t| TensorFact::new(t.dtype(), t.dims()))
+        .collect();
+    let in_refs: Vec<&TensorFact> = in_facts.iter().collect();
+    op.gpu_support(&in_refs)
+        .map_err(|reason| Error::NotSupported {
+            what: format!("`{}` on the GPU: {reason}", O::NAME),
+        })?;
+    let out_facts = op
+        .infer(&in_refs)
+        .map_err(|reason| exec_err(O::NAME, reason))?;
+    let mut outputs = out_facts
+        .iter()
+        .map(|f| Tensor::zeros(f.dtype, &f.shape))
+        .collect::<Result<Vec<Tensor>>>()?;
+    // Nothing to compute (an empty output): the zeros are the answer, and a zero-sized
+    // dispatch would be refused by some drivers.
+    if outputs.iter().all(|t| t.numel() == 0) {
+        return Ok(outputs);
+    }
+    let in_bufs = inputs
+        .iter()
+        .map(|t| gpu.upload(O::NAME, t.as_bytes()))
+        .collect::<Result<Vec<_>>>()?;
+    let out_bufs = outputs
+        .iter()
+        .map(|t| gpu.poisoned(O::NAME, t.as_bytes().len() as u64))
+        .collect::<Result<Vec<_>>>()?;
+    let in_values: Vec<GpuValue<'_>> = in_bufs
+        .iter()
+        .zip(&in_facts)
+        .map(|(buffer, fact)| GpuValue { buffer, fact })
+        .collect();
+    let out_values: Vec<GpuValue<'_>> = out_bufs
+        .iter()
+        .zip(&out_facts)
+        .map(|(buffer, fact)| GpuValue { buffer, fact })
+        .collect();
+    let mut rec = gpu.recorder();
+    op.record_gpu(gpu, &mut rec, &in_values, &out_values)?;
+    rec.submit()?;
+    for (t, buf) in outputs.iter_mut().zip(&out_bufs) {
+        let bytes = gpu.read_back(buf, t.as_bytes().len() as u64)?;
+        let n = t.as_bytes().len();
+        let src = bytes
+            .get(..n)
+            .ok_or_else(|| exec_err(O::NAME, "short GPU read-back"))?;
+        t.as_bytes_mut().copy_from_slice(src);
+    }
+    Ok(outputs)
 }
