@@ -37,6 +37,7 @@ pub mod graph;
 pub mod layers;
 pub mod models;
 pub mod ops;
+pub mod plan;
 pub mod session;
 pub mod shape;
 pub mod tensor;

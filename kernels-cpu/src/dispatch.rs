@@ -103,6 +103,14 @@ pub struct Kernels {
     pub adam: crate::optimizer::AdamFn,
     /// Name of the implementation in [`Kernels::adam`].
     pub adam_impl: &'static str,
+    /// Training losses (dense cross-entropy, mse, BCE, smooth L1), see [`crate::loss::loss`].
+    pub loss: crate::loss::LossFn,
+    /// Name of the implementation in [`Kernels::loss`].
+    pub loss_impl: &'static str,
+    /// Loss gradients wrt the prediction, see [`crate::loss::loss_grad`].
+    pub loss_grad: crate::loss::LossGradFn,
+    /// Name of the implementation in [`Kernels::loss_grad`].
+    pub loss_grad_impl: &'static str,
 }
 
 impl Kernels {
@@ -138,6 +146,10 @@ impl Kernels {
             softmax_impl: "reference",
             adam: crate::optimizer::adam_slot(crate::activation::Isa::Reference),
             adam_impl: "reference",
+            loss: crate::loss::loss_slot(crate::activation::Isa::Reference),
+            loss_impl: "reference",
+            loss_grad: crate::loss::loss_grad_slot(crate::activation::Isa::Reference),
+            loss_grad_impl: "reference",
         }
     }
 
@@ -150,9 +162,9 @@ impl Kernels {
             conv2d: crate::conv2d::conv2d_portable,
             conv2d_impl: "winograd F(4,3) / im2col + portable 6x8, packed weights",
             conv2d_grad_input: crate::conv2d_grad::conv2d_grad_input_portable,
-            conv2d_grad_input_impl: "portable 6x8 + col2im",
+            conv2d_grad_input_impl: "winograd F(4,3) / depthwise / portable 6x8 + col2im",
             conv2d_grad_weight: crate::conv2d_grad::conv2d_grad_weight_portable,
-            conv2d_grad_weight_impl: "im2col + portable 6x8",
+            conv2d_grad_weight_impl: "winograd F(4,3) / depthwise / im2col + portable 6x8",
             conv_transpose2d: crate::conv_transpose2d::conv_transpose2d_portable,
             conv_transpose2d_impl: "portable 6x8 + col2im",
             depthwise_conv2d: crate::depthwise_conv2d::depthwise_conv2d_portable,
@@ -173,6 +185,10 @@ impl Kernels {
             softmax_impl: "portable",
             adam: crate::optimizer::adam_slot(crate::activation::Isa::Portable),
             adam_impl: "portable",
+            loss: crate::loss::loss_slot(crate::activation::Isa::Portable),
+            loss_impl: "portable",
+            loss_grad: crate::loss::loss_grad_slot(crate::activation::Isa::Portable),
+            loss_grad_impl: "portable",
         }
     }
 
@@ -216,6 +232,8 @@ impl Kernels {
             ("batch_norm_grad", self.batch_norm_grad_impl),
             ("softmax", self.softmax_impl),
             ("adam", self.adam_impl),
+            ("loss", self.loss_impl),
+            ("loss_grad", self.loss_grad_impl),
         ]
     }
 }
@@ -229,11 +247,15 @@ fn plug_x86_64(k: &mut Kernels) {
         k.conv2d = crate::conv2d::conv2d_avx2;
         k.conv2d_impl = "stem direct / winograd F(4,3) / im2col + avx2+fma 6x16, packed weights";
         k.conv2d_grad_input = crate::conv2d_grad::conv2d_grad_input_avx2;
-        k.conv2d_grad_input_impl = "avx2+fma 6x16 + col2im";
+        k.conv2d_grad_input_impl = "winograd F(4,3) / depthwise / avx2+fma 6x16 + col2im";
         k.conv2d_grad_weight = crate::conv2d_grad::conv2d_grad_weight_avx2;
-        k.conv2d_grad_weight_impl = "im2col + avx2+fma 6x16";
+        k.conv2d_grad_weight_impl = "winograd F(4,3) / depthwise / im2col + avx2+fma 6x16";
         k.conv_transpose2d = crate::conv_transpose2d::conv_transpose2d_avx2;
         k.conv_transpose2d_impl = "avx2+fma 6x16 + col2im";
+    }
+    if crate::x86_64::sgemm_avx512::available() {
+        k.sgemm = crate::x86_64::sgemm_avx512::sgemm;
+        k.sgemm_impl = "avx512f 14x32";
     }
     if crate::x86_64::depthwise_avx2::available() {
         k.depthwise_conv2d = crate::x86_64::depthwise_avx2::depthwise_conv2d;
@@ -254,6 +276,13 @@ fn plug_x86_64(k: &mut Kernels) {
         k.softmax_impl = "avx2+fma";
         k.adam = crate::optimizer::adam_slot(avx2);
         k.adam_impl = "avx2+fma";
+    }
+    if crate::x86_64::loss_avx2::available() {
+        let avx2 = crate::activation::Isa::Avx2;
+        k.loss = crate::loss::loss_slot(avx2);
+        k.loss_impl = "avx2+fma";
+        k.loss_grad = crate::loss::loss_grad_slot(avx2);
+        k.loss_grad_impl = "avx2+fma";
     }
 }
 
@@ -289,6 +318,8 @@ mod tests {
                 ("batch_norm_grad", "reference"),
                 ("softmax", "reference"),
                 ("adam", "reference"),
+                ("loss", "reference"),
+                ("loss_grad", "reference"),
             ]
         );
         assert_eq!(
@@ -299,8 +330,14 @@ mod tests {
                     "conv2d",
                     "winograd F(4,3) / im2col + portable 6x8, packed weights"
                 ),
-                ("conv2d_grad_input", "portable 6x8 + col2im"),
-                ("conv2d_grad_weight", "im2col + portable 6x8"),
+                (
+                    "conv2d_grad_input",
+                    "winograd F(4,3) / depthwise / portable 6x8 + col2im"
+                ),
+                (
+                    "conv2d_grad_weight",
+                    "winograd F(4,3) / depthwise / im2col + portable 6x8"
+                ),
                 ("conv_transpose2d", "portable 6x8 + col2im"),
                 ("depthwise_conv2d", "portable direct 4x8"),
                 ("depthwise_conv2d_grad_input", "portable direct"),
@@ -310,19 +347,32 @@ mod tests {
                 ("batch_norm_grad", "portable"),
                 ("softmax", "portable"),
                 ("adam", "portable"),
+                ("loss", "portable"),
+                ("loss_grad", "portable"),
             ]
         );
         let best = Kernels::best();
         println!("best: {:?}", best.describe());
         #[cfg(target_arch = "x86_64")]
         if crate::x86_64::sgemm_avx2::available() {
-            assert_eq!(best.sgemm_impl, "avx2+fma 6x16");
+            let sgemm = if crate::x86_64::sgemm_avx512::available() {
+                "avx512f 14x32"
+            } else {
+                "avx2+fma 6x16"
+            };
+            assert_eq!(best.sgemm_impl, sgemm);
             assert_eq!(
                 best.conv2d_impl,
                 "stem direct / winograd F(4,3) / im2col + avx2+fma 6x16, packed weights"
             );
-            assert_eq!(best.conv2d_grad_input_impl, "avx2+fma 6x16 + col2im");
-            assert_eq!(best.conv2d_grad_weight_impl, "im2col + avx2+fma 6x16");
+            assert_eq!(
+                best.conv2d_grad_input_impl,
+                "winograd F(4,3) / depthwise / avx2+fma 6x16 + col2im"
+            );
+            assert_eq!(
+                best.conv2d_grad_weight_impl,
+                "winograd F(4,3) / depthwise / im2col + avx2+fma 6x16"
+            );
             assert_eq!(best.conv_transpose2d_impl, "avx2+fma 6x16 + col2im");
             assert_eq!(best.depthwise_conv2d_impl, "avx2+fma direct 8x8");
         }
@@ -331,8 +381,10 @@ mod tests {
             assert_eq!(best.batch_norm_impl, "avx2+fma");
             assert_eq!(best.softmax_impl, "avx2+fma");
             assert_eq!(best.adam_impl, "avx2+fma");
+            assert_eq!(best.loss_impl, "avx2+fma");
+            assert_eq!(best.loss_grad_impl, "avx2+fma");
         }
-        assert_eq!(kernels().describe().len(), 13);
+        assert_eq!(kernels().describe().len(), 15);
     }
 
     #[test]

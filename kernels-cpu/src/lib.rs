@@ -26,6 +26,7 @@ pub mod cpu;
 pub mod depthwise_conv2d;
 pub mod dispatch;
 pub mod error;
+pub mod loss;
 pub mod matmul_grad;
 pub mod optimizer;
 pub mod parallel;

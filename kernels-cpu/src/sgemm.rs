@@ -9,7 +9,12 @@
 //! micro-kernel computes one `MR x NR` tile of dot products over `KC` into a small buffer that
 //! safe code then adds into `C` (and, on the last `KC` block, finishes with bias + activation).
 //! Going through the buffer costs one `MR x NR` store per `2 * MR * NR * KC` flops (< 1%), and
-//! keeps every ragged edge and the epilogue out of the unsafe micro-kernels.
+//! keeps every ragged edge and the epilogue out of the unsafe micro-kernels. The AVX-512 tier
+//! instead hands the driver a [`CKernel`] that adds its tile straight into `C` with masked
+//! stores at ragged edges; the epilogue stays in safe code, run on each finished tile.
+//!
+//! Packing buffers are kept per thread between calls (`with_scratch`); threads split the rows
+//! of `C`, or its columns when there are too few rows for every thread.
 
 use crate::error::{check_len, check_param};
 use crate::reference::activation::Activation;
@@ -73,6 +78,13 @@ impl SgemmParams {
 /// (Zen 4, AVX2 tier): at 256^3 (2^25 flops) 2 threads gave 89-102 GFLOP/s against 93 on
 /// one, at 512^3 135-152 against 97, so the split starts above 256^3.
 pub const PAR_MIN_FLOPS: usize = 1 << 26;
+
+/// [`PAR_MIN_FLOPS`] for the AVX-512 tier, whose workers reuse their packing buffers: measured
+/// 2026-11-26 (Zen 4, 2 threads, high priority on the shared VM; best runs): 192^3 (2^23.7)
+/// 142 GFLOP/s against 98 on one thread, 256^3 160 against 100, 384^3 193 against 106; 128^3
+/// lost (60-72 against 85). Some runs lost at every size on 2 threads (the VM's other load),
+/// so the split starts a little above 160^3.
+pub const PAR_MIN_FLOPS_DIRECT: usize = 1 << 23;
 
 /// [`PAR_MIN_FLOPS`] for [`sgemm_prepacked`]: with `B` packed once, a split only costs the
 /// pool hand-off (a few microseconds), so products from about 50 us of work up are split.
@@ -308,6 +320,7 @@ pub fn sgemm_prepacked(
                 bias,
                 c,
                 crate::portable::sgemm::MICRO,
+                None,
                 BLOCKING,
                 PAR_MIN_FLOPS_PREPACKED,
                 |_| BSrc::Packed(data),
@@ -322,6 +335,7 @@ pub fn sgemm_prepacked(
                 bias,
                 c,
                 crate::x86_64::sgemm_avx2::MICRO,
+                None,
                 BLOCKING,
                 PAR_MIN_FLOPS_PREPACKED,
                 |_| BSrc::Packed(data),
@@ -364,6 +378,7 @@ pub(crate) fn gemm_packed_a(m: usize, a: &[f32], b: &PackedB, c: &mut [f32]) -> 
                 None,
                 c,
                 crate::portable::sgemm::MICRO,
+                None,
                 BLOCKING,
             );
             Ok(())
@@ -382,6 +397,7 @@ pub(crate) fn gemm_packed_a(m: usize, a: &[f32], b: &PackedB, c: &mut [f32]) -> 
                 None,
                 c,
                 crate::x86_64::sgemm_avx2::MICRO,
+                None,
                 BLOCKING,
             );
             Ok(())
@@ -401,6 +417,23 @@ pub(crate) type MicroKernel = fn(kc: usize, a: &[f32], b: &[f32], out: &mut [f32
 /// A micro-kernel reading `A` unpacked: `out[r * NR + c] = sum_kk a[r * lda + kk] *
 /// b[kk * NR + c]` (row-major `A`, rows `lda` apart).
 pub(crate) type StridedKernel = fn(kc: usize, a: &[f32], lda: usize, b: &[f32], out: &mut [f32]);
+
+/// A micro-kernel that writes its tile straight into `C` (no tile buffer): computes the full
+/// `MR x NR` tile from packed panels as [`MicroKernel`] does, then stores (`first`) or adds
+/// (otherwise) its top-left `mr x nr` corner into `c`, whose rows are `ldc` apart (`c` starts
+/// at the tile's top-left element and holds at least `(mr - 1) * ldc + nr` values). Ragged
+/// edges are the kernel's own business (masked stores), so the driver never round-trips a
+/// tile through memory.
+pub(crate) type CKernel = fn(
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    first: bool,
+);
 
 /// A tier's micro-kernels: the packed one, and optionally one that reads a row-major `A` in
 /// place (used when each `A` panel meets few `B` panels, so packing it would not pay).
@@ -454,7 +487,7 @@ pub(crate) fn run_blocked<const MR: usize, const NR: usize>(
 ) -> crate::Result<()> {
     let mm = p.mm;
     let (rs_b, cs_b) = if mm.transpose_b { (1, mm.k) } else { (mm.n, 1) };
-    run_rows::<MR, NR>(p, a, bias, c, micro, blk, PAR_MIN_FLOPS, |bi| {
+    run_rows::<MR, NR>(p, a, bias, c, micro, None, blk, PAR_MIN_FLOPS, |bi| {
         let off = if mm.b_batch == 1 { 0 } else { bi * mm.k * mm.n };
         BSrc::Raw(
             b,
@@ -467,6 +500,44 @@ pub(crate) fn run_blocked<const MR: usize, const NR: usize>(
     })
 }
 
+/// [`run_blocked`] for a tier whose micro-kernel writes `C` directly ([`CKernel`]): no tile
+/// buffer, the bias + activation epilogue applied to each finished tile while it is in L1.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_blocked_c<const MR: usize, const NR: usize>(
+    p: &SgemmParams,
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+    micro: Micro,
+    direct: CKernel,
+    blk: Blocking,
+) -> crate::Result<()> {
+    let mm = p.mm;
+    let (rs_b, cs_b) = if mm.transpose_b { (1, mm.k) } else { (mm.n, 1) };
+    run_rows::<MR, NR>(
+        p,
+        a,
+        bias,
+        c,
+        micro,
+        Some(direct),
+        blk,
+        PAR_MIN_FLOPS_DIRECT,
+        |bi| {
+            let off = if mm.b_batch == 1 { 0 } else { bi * mm.k * mm.n };
+            BSrc::Raw(
+                b,
+                View {
+                    off,
+                    rs: rs_b,
+                    cs: cs_b,
+                },
+            )
+        },
+    )
+}
+
 /// The shared row-splitting loop of [`run_blocked`] and the pre-packed entry: every batch
 /// entry, its rows of `C` split over the pool when the product is worth it; `bsrc(bi)` says
 /// where batch entry `bi` finds `B`.
@@ -477,6 +548,7 @@ fn run_rows<'b, const MR: usize, const NR: usize>(
     bias: Option<&[f32]>,
     c: &mut [f32],
     micro: Micro,
+    direct: Option<CKernel>,
     blk: Blocking,
     min_flops: usize,
     bsrc: impl Fn(usize) -> BSrc<'b> + Sync,
@@ -485,21 +557,63 @@ fn run_rows<'b, const MR: usize, const NR: usize>(
     let (m, n, k) = (mm.m, mm.n, mm.k);
     let (rs_a, cs_a) = if mm.transpose_a { (1, m) } else { (k, 1) };
     let flops = 2 * m * n * k;
-    let threads = if flops >= min_flops {
-        // At least 2*MR rows per thread, or the split costs more than it brings.
-        p.threads.max(1).min(m.div_ceil(2 * MR)).max(1)
+    let want = if flops >= min_flops {
+        p.threads.max(1)
     } else {
         1
     };
+    // At least 2*MR rows (or 2*NR columns) per thread, or the split costs more than it brings.
+    let row_threads = want.min(m.div_ceil(2 * MR)).max(1);
+    let col_threads = want.min(n / (2 * NR)).max(1);
     for (bi, cb) in c.chunks_exact_mut(m * n).enumerate() {
         let a_off = bi * m * k;
+        let av = View {
+            off: a_off,
+            rs: rs_a,
+            cs: cs_a,
+        };
         let bs = bsrc(bi);
-        crate::parallel::par_chunks_mut(cb, n, threads, |i0, chunk| {
+        if let (true, BSrc::Raw(bm, bv)) = (col_threads > row_threads, bs) {
+            // Few rows (a small batch through a wide layer): split the columns instead. Each
+            // worker computes its `m x nw` slab into a buffer of its own (C's column ranges
+            // are not contiguous), then the slabs are copied in: `m * n` moves against
+            // `2 * m * n * k` flops.
+            let per = n.div_ceil(col_threads).div_ceil(NR) * NR;
+            let slabs = crate::parallel::par_map(col_threads, n.div_ceil(per), |t| {
+                let (j0, nw) = (t * per, per.min(n - t * per));
+                let mut slab = vec![0.0f32; m * nw];
+                let bt = View {
+                    off: bv.off + j0 * bv.cs,
+                    ..bv
+                };
+                gemm_blocked::<MR, NR>(
+                    m,
+                    nw,
+                    k,
+                    ASrc::Raw(a, av),
+                    BSrc::Raw(bm, bt),
+                    bias.map(|b| &b[j0..j0 + nw]),
+                    p.activation,
+                    &mut slab,
+                    micro,
+                    direct,
+                    blk,
+                );
+                slab
+            })?;
+            for (t, slab) in slabs.iter().enumerate() {
+                let nw = slab.len() / m;
+                for (crow, srow) in cb.chunks_exact_mut(n).zip(slab.chunks_exact(nw)) {
+                    crow[t * per..t * per + nw].copy_from_slice(srow);
+                }
+            }
+            continue;
+        }
+        crate::parallel::par_chunks_mut(cb, n, row_threads, |i0, chunk| {
             let mt = chunk.len() / n;
             let av = View {
                 off: a_off + i0 * rs_a,
-                rs: rs_a,
-                cs: cs_a,
+                ..av
             };
             gemm_blocked::<MR, NR>(
                 mt,
@@ -511,6 +625,7 @@ fn run_rows<'b, const MR: usize, const NR: usize>(
                 p.activation,
                 chunk,
                 micro,
+                direct,
                 blk,
             );
             Ok(())
@@ -550,6 +665,7 @@ pub(crate) fn gemm_blocked<const MR: usize, const NR: usize>(
     act: Option<Activation>,
     c: &mut [f32],
     micro: Micro,
+    direct: Option<CKernel>,
     blk: Blocking,
 ) {
     let kc_max = blk.kc.min(k);
@@ -572,14 +688,64 @@ pub(crate) fn gemm_blocked<const MR: usize, const NR: usize>(
         (ASrc::Raw(_, av), Some(_)) => av.cs == 1 && n <= DIRECT_A_MAX_N,
         _ => false,
     };
-    let mut bbuf = vec![0.0f32; blen + 16];
-    let mut abuf = vec![0.0f32; alen + 16];
-    let boff = bbuf.as_ptr().align_offset(64).min(16);
-    let aoff = abuf.as_ptr().align_offset(64).min(16);
-    let bpack = &mut bbuf[boff..boff + blen];
-    let apack = &mut abuf[aoff..aoff + alen];
-    const { assert!(MR * NR <= 256) };
-    let mut tile = [0.0f32; 256];
+    with_scratch(blen + alen + 32, |buf| {
+        let boff = buf.as_ptr().align_offset(64).min(16);
+        let (bregion, rest) = buf.split_at_mut(boff + blen);
+        let bpack = &mut bregion[boff..];
+        let aoff = rest.as_ptr().align_offset(64).min(16);
+        let apack = &mut rest[aoff..aoff + alen];
+        blocked_loops::<MR, NR>(
+            m, n, k, a, b, bias, act, c, micro, direct, blk, direct_a, bpack, apack,
+        );
+    });
+}
+
+/// Most floats of packing buffer a thread keeps between products (16 MiB): enough for every
+/// tier's `KC x NC` + `MC x KC` blocks, so repeated products skip the allocation and the page
+/// faults of fresh memory (measured ~5% of a 1024^3 product on Zen 4).
+const SCRATCH_KEEP: usize = 4 << 20;
+
+/// Runs `f` on a scratch buffer of `len` floats (contents unspecified): the calling thread's
+/// cached one when it is free and `len` is at most [`SCRATCH_KEEP`], else a fresh one.
+fn with_scratch<R>(len: usize, mut f: impl FnMut(&mut [f32]) -> R) -> R {
+    use std::cell::RefCell;
+    thread_local! {
+        static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    }
+    let cached = SCRATCH.try_with(|cell| {
+        let mut v = cell.try_borrow_mut().ok().filter(|_| len <= SCRATCH_KEEP)?;
+        if v.len() < len {
+            v.resize(len, 0.0);
+        }
+        Some(f(&mut v[..len]))
+    });
+    match cached {
+        Ok(Some(r)) => r,
+        // Busy (re-entered), being torn down, or too big to keep: a buffer of its own.
+        _ => f(&mut vec![0.0f32; len]),
+    }
+}
+
+/// The loop nest of [`gemm_blocked`] on its packing buffers.
+#[allow(clippy::too_many_arguments)]
+fn blocked_loops<const MR: usize, const NR: usize>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: ASrc<'_>,
+    b: BSrc<'_>,
+    bias: Option<&[f32]>,
+    act: Option<Activation>,
+    c: &mut [f32],
+    micro: Micro,
+    direct: Option<CKernel>,
+    blk: Blocking,
+    direct_a: bool,
+    bpack: &mut [f32],
+    apack: &mut [f32],
+) {
+    const { assert!(MR * NR <= 512) };
+    let mut tile = [0.0f32; 512];
     let tile = &mut tile[..MR * NR];
     for jc in (0..n).step_by(blk.nc) {
         let nc = blk.nc.min(n - jc);
@@ -620,6 +786,18 @@ pub(crate) fn gemm_blocked<const MR: usize, const NR: usize>(
                                 &d[s..s + kc * MR]
                             }
                         };
+                        let (i0, j0) = (ic + ir, jc + jr);
+                        if let (Some(ck), false) = (direct, direct_a) {
+                            let cs = &mut c[i0 * n + j0..(i0 + mr - 1) * n + j0 + nr];
+                            ck(kc, ap, bp, cs, n, mr, nr, first);
+                            if last && (bias.is_some() || act.is_some()) {
+                                for r in 0..mr {
+                                    let crow = &mut c[(i0 + r) * n + j0..(i0 + r) * n + j0 + nr];
+                                    epilogue(crow, bias.map(|b| &b[j0..j0 + nr]), act);
+                                }
+                            }
+                            continue;
+                        }
                         match (a, micro.strided) {
                             (ASrc::Raw(am, av), Some(strided)) if direct_a && mr == MR => {
                                 let s = av.off + (ic + ir) * av.rs + pc;
@@ -627,7 +805,6 @@ pub(crate) fn gemm_blocked<const MR: usize, const NR: usize>(
                             }
                             _ => (micro.packed)(kc, ap, bp, tile),
                         }
-                        let (i0, j0) = (ic + ir, jc + jr);
                         for r in 0..mr {
                             let crow = &mut c[(i0 + r) * n + j0..(i0 + r) * n + j0 + nr];
                             let trow = &tile[r * NR..r * NR + nr];
@@ -659,14 +836,20 @@ fn store_row(
         }
     }
     if last {
-        if let Some(bias) = bias {
-            for (cv, bv) in crow.iter_mut().zip(bias) {
-                *cv += *bv;
-            }
+        epilogue(crow, bias, act);
+    }
+}
+
+/// Adds the bias to one finished row segment of `C` and applies the activation.
+#[inline]
+fn epilogue(crow: &mut [f32], bias: Option<&[f32]>, act: Option<Activation>) {
+    if let Some(bias) = bias {
+        for (cv, bv) in crow.iter_mut().zip(bias) {
+            *cv += *bv;
         }
-        if let Some(act) = act {
-            apply_activation(act, crow);
-        }
+    }
+    if let Some(act) = act {
+        apply_activation(act, crow);
     }
 }
 
@@ -705,6 +888,29 @@ fn pack_b<const NR: usize>(
     nc: usize,
     out: &mut [f32],
 ) {
+    if bv.cs == 1 {
+        // Row-major B: walk its rows (contiguous reads the prefetcher follows) and deal each
+        // row out to the panels, instead of reading `NR` values per row per panel at the
+        // row stride (+1-2% at 1024^3 with the AVX-512 tier, measured 2026-11-26).
+        for kk in 0..kc {
+            let base = bv.off + (pc + kk) * bv.rs + jc;
+            let src = &b[base..base + nc];
+            for (piece, dst) in src.chunks(NR).zip(out.chunks_exact_mut(NR * kc)) {
+                // Always `NR` long (the slice is `NR` wide); the array type lets a full
+                // piece copy as a few vector moves instead of a `memcpy` call.
+                let Ok(row) = <&mut [f32; NR]>::try_from(&mut dst[kk * NR..kk * NR + NR]) else {
+                    continue;
+                };
+                if let Ok(full) = <&[f32; NR]>::try_from(piece) {
+                    *row = *full;
+                } else {
+                    row[..piece.len()].copy_from_slice(piece);
+                    row[piece.len()..].fill(0.0);
+                }
+            }
+        }
+        return;
+    }
     for (panel, dst) in (0..nc).step_by(NR).zip(out.chunks_exact_mut(NR * kc)) {
         let w = NR.min(nc - panel);
         let j0 = jc + panel;
@@ -744,16 +950,35 @@ fn pack_a<const MR: usize>(
                 col[h..].fill(0.0);
             }
         } else {
+            // Fetch the next panel's rows into L2 while this one is packed: reading A at its
+            // row stride is latency-bound, and this took 1024^3 (AVX-512 tier) from ~103 to
+            // ~105.5 GFLOP/s (measured 2026-11-26, 3 interleaved runs each).
+            #[cfg(target_arch = "x86_64")]
+            {
+                for r in panel + MR..(panel + 2 * MR).min(mc) {
+                    let base = av.off + (ic + r) * av.rs + pc * av.cs;
+                    crate::x86_64::sgemm_avx512::prefetch_l2(&a[base..base + kc]);
+                }
+            }
+            // Row-major A: row by row, one strided store per value. Each row piece is first
+            // copied whole into a small buffer: the copy (wide loads, few stores) keeps many
+            // cache misses in flight, where the scalar scatter alone filled the store buffer
+            // after a few lines and packing ran at memory latency (~6% of a 1024^3 product).
+            let mut tmp = [0.0f32; 256];
             for r in 0..MR {
                 if r < h {
                     let base = av.off + (i0 + r) * av.rs + pc * av.cs;
-                    let src = &a[base..base + kc];
-                    for (kk, &x) in src.iter().enumerate() {
-                        dst[kk * MR + r] = x;
+                    let row = &a[base..base + kc];
+                    for (piece, cols) in row.chunks(256).zip(dst.chunks_mut(256 * MR)) {
+                        let t = &mut tmp[..piece.len()];
+                        t.copy_from_slice(piece);
+                        for (col, &x) in cols.chunks_exact_mut(MR).zip(t.iter()) {
+                            col[r] = x;
+                        }
                     }
                 } else {
-                    for kk in 0..kc {
-                        dst[kk * MR + r] = 0.0;
+                    for col in dst.chunks_exact_mut(MR) {
+                        col[r] = 0.0;
                     }
                 }
             }
@@ -835,6 +1060,39 @@ pub(crate) mod tests {
                 &w(&want),
                 k,
             );
+        }
+        // Ragged around the register blocks (6x8, 6x16, 14x32: one row/column short of, on,
+        // and past a tile) and the KC blocks (512 + 1), every transpose, bias, activation and
+        // 1 and 2 threads; the last case has too few rows for a row split, so the direct
+        // (AVX-512) driver splits its columns over 2 threads.
+        let edges = [
+            (13, 97, 5),
+            (14, 96, 513),
+            (15, 95, 3),
+            (29, 129, 64),
+            (28, 65, 1),
+            (43, 33, 17),
+            (7, 1000, 700),
+        ];
+        for (case, &(m, n, k)) in edges.iter().enumerate() {
+            let mut mm = MatmulParams::new(m, n, k);
+            mm.transpose_a = case % 2 == 1;
+            mm.transpose_b = case % 3 == 1;
+            let p = SgemmParams {
+                mm,
+                activation: ACTS[(case * 3) % ACTS.len()],
+                threads: if m * n * k > 1 << 22 { 2 } else { 1 + case % 2 },
+            };
+            let a = rand_f32(&mut r, m * k);
+            let b = rand_f32(&mut r, k * n);
+            let bias = rand_f32(&mut r, n);
+            let bias = (case % 4 != 3).then_some(&bias[..]);
+            let mut want = vec![0.0f32; m * n];
+            let mut got = vec![f32::NAN; m * n];
+            sgemm_reference(&p, &a, &b, bias, &mut want).unwrap();
+            f(&p, &a, &b, bias, &mut got).unwrap();
+            let w = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+            close_or_cancelled(&format!("sgemm/{name}/edge/{p:?}"), &w(&got), &w(&want), k);
         }
         // Big enough to cross PAR_MIN_FLOPS and several KC/MC blocks, on 3 threads (the last
         // row chunk ragged), with and without transposes.
@@ -982,6 +1240,10 @@ pub(crate) mod tests {
 
     #[test]
     fn dispatched_entry_matches_oracle() {
+        println!(
+            "sgemm/dispatched: {}",
+            crate::dispatch::kernels().sgemm_impl
+        );
         check_tier("dispatched", sgemm);
         check_errors(sgemm);
     }

@@ -3,7 +3,9 @@
 //! from the activation's INPUT `x` (the pre-activation), inputs `[x, dy]`.
 
 use super::activation::{ALL_KINDS, ActivationKind, get_kind, kind_name, put_kind};
-use super::{OpCase, OpDef, all_f32, arity, exec_err, input_f32, random_f32, tensor_f32};
+use super::{GpuValue, OpCase, OpDef, all_f32, arity, exec_err, input_f32, random_f32, tensor_f32};
+use crate::backend::gpu::kernels::elementwise_grad as kernel;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -86,6 +88,31 @@ impl OpDef for ActivationGrad {
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {
         // Derivative plus one multiply per element.
         2 * super::first_numel(inputs)
+    }
+
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        all_f32(inputs)
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let (&[x, dy], &[dx]) = (inputs, outputs) else {
+            return Err(exec_err(
+                Self::NAME,
+                "expects inputs [x, dy] and one output",
+            ));
+        };
+        let p = kernel::ActivationGrad {
+            len: x.numel(),
+            act: self.kind,
+            knobs: crate::backend::gpu::kernels::unary::Knobs::default(),
+        };
+        kernel::record_activation_grad::<f32>(gpu, rec, x.buffer, dy.buffer, dx.buffer, &p)
     }
 }
 

@@ -12,8 +12,11 @@
 //! param = param - (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 //! ```
 
+use super::GpuValue;
 use super::sgd_update::{check_scalars, lr_step};
 use super::{OpCase, OpDef, arity, input_f32, random_f32, tensor_f32};
+use crate::backend::gpu::kernels;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -196,6 +199,55 @@ impl OpDef for AdamUpdate {
                 })
             })
             .collect()
+    }
+
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        self.infer(inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        use kernels::optimizer as k;
+        let (&[p, g, m, v, lr, step], &[np, nm, nv]) = (inputs, outputs) else {
+            return Err(super::exec_err(
+                Self::NAME,
+                "expects inputs [param, grad, m, v, lr, step] and three outputs",
+            ));
+        };
+        let a = k::Adam {
+            len: p.numel(),
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            decoupled: self.decoupled,
+            knobs: crate::backend::gpu::kernels::unary::Knobs::default(),
+        };
+        k::record_adam::<f32>(
+            gpu,
+            rec,
+            p.buffer,
+            g.buffer,
+            k::Moments {
+                m: m.buffer,
+                v: v.buffer,
+            },
+            k::Scalars {
+                lr: lr.buffer,
+                step: step.buffer,
+            },
+            np.buffer,
+            k::Moments {
+                m: nm.buffer,
+                v: nv.buffer,
+            },
+            &a,
+        )
     }
 
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {

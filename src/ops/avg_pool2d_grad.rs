@@ -2,10 +2,13 @@
 //! input `[dy]`, output `dx` of the attribute `input_shape` (several input sizes pool to one
 //! output size): each `dy` cell is spread evenly over its window's cells.
 
+use super::GpuValue;
 use super::avg_pool2d::AvgPool2d;
 use super::conv2d::Padding;
 use super::grad_util::{check_shape, embed_with_shape, mac_flops, shape_attr, unembed};
 use super::{OpCase, OpDef, all_f32, arity, exec_err, input_f32, random_f32, tensor_f32};
+use crate::backend::gpu::kernels;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -123,6 +126,30 @@ impl OpDef for AvgPool2dGrad {
                 })
             })
             .collect()
+    }
+
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        self.infer(inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let (&[dy], &[dx]) = (inputs, outputs) else {
+            return Err(exec_err(Self::NAME, "expects one input and one output"));
+        };
+        let p = self
+            .params(dy.dims())
+            .map_err(|r| exec_err(Self::NAME, r))?;
+        let pool = kernels::pool2d::Pool2d {
+            pool: kernels::pool2d::Pool::Avg(p),
+            knobs: kernels::pool2d::Knobs::default(),
+        };
+        kernels::pool2d_grad::record::<f32>(gpu, rec, None, dy.buffer, dx.buffer, &pool)
     }
 
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {

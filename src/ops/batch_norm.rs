@@ -4,11 +4,12 @@
 
 use super::batch_norm_grad::BatchNormGrad;
 use super::grad_util::{input, output_grad};
+use super::{GpuValue, gpu_arg};
 use super::{
     GradContext, OpCase, OpDef, all_f32, arity, first_numel, input_f32, random_f32, rows_last,
 };
-use crate::backend::gpu::GpuContext;
 use crate::backend::gpu::kernels::batch_norm as gpu_kernel;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -86,16 +87,37 @@ impl OpDef for BatchNorm {
         Ok(vec![super::tensor_f32(inputs[0].dims(), y)?])
     }
 
-    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        let x = input_f32(Self::NAME, inputs, 0)?;
-        let [mean, var, gamma, beta] = [1, 2, 3, 4].map(|i| input_f32(Self::NAME, inputs, i));
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        super::gpu_f32_fits(self, inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let x = gpu_arg(Self::NAME, inputs, 0, "input")?;
+        let [mean, var, gamma, beta] =
+            [1, 2, 3, 4].map(|i| gpu_arg(Self::NAME, inputs, i, "input"));
+        let y = gpu_arg(Self::NAME, outputs, 0, "output")?;
         let bn = gpu_kernel::BatchNorm {
-            shape: self.params(inputs[0].dims())?,
+            shape: self.params(x.dims())?,
             act: None,
             knobs: gpu_kernel::Knobs::default(),
         };
-        let y = gpu_kernel::run::<f32>(gpu, x, mean?, var?, gamma?, beta?, &bn)?;
-        Ok(vec![super::tensor_f32(inputs[0].dims(), y)?])
+        gpu_kernel::record::<f32>(
+            gpu,
+            rec,
+            x.buffer,
+            mean?.buffer,
+            var?.buffer,
+            gamma?.buffer,
+            beta?.buffer,
+            y.buffer,
+            &bn,
+        )
     }
 
     fn attrs(&self) -> Attrs {

@@ -5,7 +5,10 @@
 //! treats the given statistics as constants, the gradient of
 //! [`BatchNorm`](super::batch_norm::BatchNorm).
 
+use super::GpuValue;
 use super::{OpCase, OpDef, all_f32, arity, exec_err, input_f32, random_f32, rows_last};
+use crate::backend::gpu::kernels;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -247,6 +250,56 @@ impl OpDef for BatchNormGrad {
                 })
             })
             .collect()
+    }
+
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        self.shape(inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        use kernels::batch_norm_grad as k;
+        let (Some(x), Some(gamma), Some(dy), &[dx, dgamma, dbeta]) =
+            (inputs.first(), inputs.get(1), inputs.get(2), outputs)
+        else {
+            return Err(exec_err(
+                Self::NAME,
+                "expects inputs [x, gamma, dy, ..] and three outputs",
+            ));
+        };
+        let (rows, channels) = rows_last("x", x.dims()).map_err(|r| exec_err(Self::NAME, r))?;
+        let stats = match (self.training, inputs.get(3), inputs.get(4)) {
+            (true, None, None) => None,
+            (false, Some(mean), Some(var)) => Some(k::FrozenStats {
+                mean: mean.buffer,
+                var: var.buffer,
+            }),
+            _ => return Err(exec_err(Self::NAME, "wrong input count for the mode")),
+        };
+        let p = k::BatchNormGrad {
+            rows,
+            channels,
+            eps: self.eps,
+            training: self.training,
+            knobs: k::Knobs::default(),
+        };
+        k::record::<f32>(
+            gpu,
+            rec,
+            x.buffer,
+            gamma.buffer,
+            dy.buffer,
+            stats,
+            dx.buffer,
+            dgamma.buffer,
+            dbeta.buffer,
+            &p,
+        )
     }
 
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {

@@ -1,12 +1,13 @@
 //! `bias_add`: `y = x + b` with `b` `[c]` broadcast over the last (channel) axis of `x`
 //! (NHWC activations, `[batch, features]` matrices, any rank >= 1).
 
+use super::{GpuValue, gpu_arg};
 use super::{
     GradContext, OpCase, OpDef, all_f32, arity, first_numel, input_f32, random_f32, rows_last,
     tensor_f32,
 };
-use crate::backend::gpu::GpuContext;
 use crate::backend::gpu::kernels::bias_add as gpu_bias_add;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -74,13 +75,23 @@ impl OpDef for BiasAdd {
         Ok(vec![tensor_f32(inputs[0].dims(), y)?])
     }
 
-    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        let x = input_f32(Self::NAME, inputs, 0)?;
-        let b = input_f32(Self::NAME, inputs, 1)?;
-        self.params(inputs[0].dims(), inputs[1].dims())
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        super::gpu_f32_fits(self, inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let x = gpu_arg(Self::NAME, inputs, 0, "input")?;
+        let b = gpu_arg(Self::NAME, inputs, 1, "input")?;
+        let y = gpu_arg(Self::NAME, outputs, 0, "output")?;
+        self.params(x.dims(), b.dims())
             .map_err(|reason| super::exec_err(Self::NAME, reason))?;
-        let y = gpu_bias_add::run::<f32>(gpu, x, b)?;
-        Ok(vec![tensor_f32(inputs[0].dims(), y)?])
+        gpu_bias_add::record::<f32>(gpu, rec, x.buffer, b.buffer, y.buffer, x.numel(), b.numel())
     }
 
     fn attrs(&self) -> Attrs {

@@ -1,8 +1,9 @@
 //! `binary`: elementwise add, sub, mul, div, max and min with NumPy broadcasting.
 
+use super::{GpuValue, gpu_arg};
 use super::{GradContext, OpCase, OpDef, all_f32, arity, input_f32, random_f32, tensor_f32};
-use crate::backend::gpu::GpuContext;
 use crate::backend::gpu::kernels::binary as gpu_binary;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -76,21 +77,31 @@ impl OpDef for Binary {
         Ok(vec![tensor_f32(&shape, y)?])
     }
 
-    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        let shape = super::out_shape(self, inputs)?;
-        let a = input_f32(Self::NAME, inputs, 0)?;
-        let b = input_f32(Self::NAME, inputs, 1)?;
-        if shape.contains(&0) {
-            return Ok(vec![tensor_f32(&shape, Vec::new())?]);
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        super::gpu_f32_fits(self, inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let a = gpu_arg(Self::NAME, inputs, 0, "input")?;
+        let b = gpu_arg(Self::NAME, inputs, 1, "input")?;
+        let y = gpu_arg(Self::NAME, outputs, 0, "output")?;
+        // An empty broadcast result has nothing to compute (the kernel refuses zero sizes).
+        if y.numel() == 0 {
+            return Ok(());
         }
         let p = gpu_binary::Binary {
             op: self.kind,
-            a_shape: inputs[0].dims().to_vec(),
-            b_shape: inputs[1].dims().to_vec(),
+            a_shape: a.dims().to_vec(),
+            b_shape: b.dims().to_vec(),
             knobs: gpu_binary::Knobs::default(),
         };
-        let y = gpu_binary::run::<f32>(gpu, a, b, &p)?;
-        Ok(vec![tensor_f32(&shape, y)?])
+        gpu_binary::record::<f32>(gpu, rec, a.buffer, b.buffer, y.buffer, &p)
     }
 
     fn attrs(&self) -> Attrs {

@@ -5,8 +5,11 @@
 //! that operand was broadcast. `max` / `min` route the whole of `dy` to the selected operand,
 //! to `a` on ties.
 
+use super::GpuValue;
 use super::binary::{BinaryKind, kind_name};
 use super::{AttrValue, OpCase, OpDef, all_f32, arity, input_f32, random_f32, tensor_f32};
+use crate::backend::gpu::kernels;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -146,6 +149,32 @@ impl OpDef for BinaryGrad {
                 })
             })
             .collect()
+    }
+
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        self.infer(inputs)?;
+        kernels::broadcast_grad::BinaryGrad::new(self.kind, &inputs[0].shape, &inputs[1].shape)
+            .check()
+            .map_err(|e| e.to_string())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let (&[a, b, dy], &[da, db]) = (inputs, outputs) else {
+            return Err(super::exec_err(
+                Self::NAME,
+                "expects inputs [a, b, dy] and two outputs",
+            ));
+        };
+        let p = kernels::broadcast_grad::BinaryGrad::new(self.kind, a.dims(), b.dims());
+        kernels::broadcast_grad::record_binary_grad::<f32>(
+            gpu, rec, a.buffer, b.buffer, dy.buffer, da.buffer, db.buffer, &p,
+        )
     }
 
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {

@@ -4,10 +4,13 @@
 //! gradient is broadcast back over the reduced axes; the scale is folded in so the mean's
 //! gradient costs one pass, not two.
 
+use super::GpuValue;
 use super::{
     AttrValue, MAX_RANK, OpCase, OpDef, all_f32, arity, ints_attr, no_zero_dim, random_f32,
     tensor_f32,
 };
+use crate::backend::gpu::kernels;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -52,6 +55,18 @@ impl BroadcastTo {
             }
         }
         Ok(axes)
+    }
+}
+
+impl BroadcastTo {
+    /// The GPU kernel's description for an input of shape `x`.
+    fn kernel(&self, x: &[usize]) -> kernels::broadcast_grad::BroadcastTo {
+        kernels::broadcast_grad::BroadcastTo {
+            x_shape: x.to_vec(),
+            shape: self.shape.clone(),
+            scale: self.scale,
+            knobs: kernels::broadcast_grad::Knobs::default(),
+        }
     }
 }
 
@@ -163,6 +178,36 @@ impl OpDef for BroadcastTo {
                 })
             })
             .collect()
+    }
+
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        self.infer(inputs)?;
+        self.kernel(&inputs[0].shape)
+            .params()
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let (&[x], &[y]) = (inputs, outputs) else {
+            return Err(super::exec_err(
+                Self::NAME,
+                "expects one input and one output",
+            ));
+        };
+        kernels::broadcast_grad::record_broadcast_to::<f32>(
+            gpu,
+            rec,
+            x.buffer,
+            y.buffer,
+            &self.kernel(x.dims()),
+        )
     }
 
     fn flops(&self, _inputs: &[&TensorFact]) -> u64 {

@@ -2,6 +2,9 @@
 //! share a dtype (any) and a rank >= 1, and every dimension but `axis` must be equal.
 
 use super::{AttrValue, MAX_RANK, OpCase, OpDef, out_shape, random_f32, resolve_axis};
+use super::{GpuValue, gpu_arg};
+use crate::backend::gpu::kernels::concat as gpu_concat;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -13,6 +16,40 @@ use spore_kernels_cpu::rng::Rng;
 pub struct Concat {
     /// The joined axis; negative counts from the end.
     pub axis: i64,
+}
+
+impl Concat {
+    /// Each non-empty input's index and slot in output `y`, in bytes (the GPU copy plan):
+    /// row-major, so every input contributes one contiguous run per index of the axes before
+    /// `axis`.
+    fn pieces(
+        &self,
+        inputs: &[&TensorFact],
+        y: &TensorFact,
+    ) -> std::result::Result<Vec<(usize, gpu_concat::Piece)>, String> {
+        let axis = resolve_axis(self.axis, y.shape.len())?;
+        let size = y.dtype.size();
+        let outer: usize = y.shape[..axis].iter().product();
+        let y_row_bytes = y.shape[axis..].iter().product::<usize>() * size;
+        let mut off = 0;
+        let mut pieces = Vec::with_capacity(inputs.len());
+        for (i, f) in inputs.iter().enumerate() {
+            let chunk_bytes = f.shape.get(axis..).unwrap_or(&[]).iter().product::<usize>() * size;
+            if chunk_bytes > 0 && outer > 0 {
+                pieces.push((
+                    i,
+                    gpu_concat::Piece {
+                        outer,
+                        chunk_bytes,
+                        y_row_bytes,
+                        y_off_bytes: off,
+                    },
+                ));
+            }
+            off += chunk_bytes;
+        }
+        Ok(pieces)
+    }
 }
 
 impl OpDef for Concat {
@@ -80,6 +117,35 @@ impl OpDef for Concat {
             }
         }
         Ok(vec![y])
+    }
+
+    /// Any dtype whose per-row runs are whole 32-bit words (f32 and i32 always).
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        let out = self.infer(inputs)?;
+        let y = out.first().ok_or("inference gave no output")?;
+        for (_, piece) in self.pieces(inputs, y)? {
+            gpu_concat::supports(&piece)?;
+        }
+        Ok(())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let y = gpu_arg(Self::NAME, outputs, 0, "output")?;
+        let facts: Vec<&TensorFact> = inputs.iter().map(|v| v.fact).collect();
+        let pieces = self
+            .pieces(&facts, y.fact)
+            .map_err(|reason| super::exec_err(Self::NAME, reason))?;
+        for (i, piece) in &pieces {
+            let x = gpu_arg(Self::NAME, inputs, *i, "input")?;
+            gpu_concat::record_piece(gpu, rec, x.buffer, y.buffer, piece)?;
+        }
+        Ok(())
     }
 
     fn attrs(&self) -> Attrs {

@@ -6,12 +6,13 @@ use super::activation::{ActivationKind, apply_in_place, get_kind, put_kind};
 use super::conv2d_grad_input::Conv2dGradInput;
 use super::conv2d_grad_weight::Conv2dGradWeight;
 use super::grad_util::{bias_grad, input, output_grad, shape_of, through_act};
+use super::{GpuValue, gpu_arg};
 use super::{
     GradContext, OpCase, OpDef, all_f32, arity, check_bias, input_f32, optional_input_f32,
     random_f32, tensor_f32,
 };
-use crate::backend::gpu::GpuContext;
 use crate::backend::gpu::kernels::conv2d as gpu_kernel;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -115,6 +116,14 @@ impl Default for Conv2d {
 }
 
 impl Conv2d {
+    /// The GPU kernel's description of this convolution on shape `p`.
+    fn gpu_conv(&self, p: reference::Conv2dParams) -> gpu_kernel::Conv2d {
+        gpu_kernel::Conv2d {
+            act: self.act,
+            ..gpu_kernel::Conv2d::new(p)
+        }
+    }
+
     /// Kernel parameters for input `x` `[n, h, w, c]` and weight `[o, kh, kw, c/g]`.
     pub fn params(
         &self,
@@ -206,22 +215,36 @@ impl OpDef for Conv2d {
         )?])
     }
 
-    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        let x = input_f32(Self::NAME, inputs, 0)?;
-        let w = input_f32(Self::NAME, inputs, 1)?;
-        let bias = optional_input_f32(Self::NAME, inputs, 2)?;
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        super::gpu_f32_fits(self, inputs)?;
+        let p = self.params(&inputs[0].shape, &inputs[1].shape)?;
+        self.gpu_conv(p).validate().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let x = gpu_arg(Self::NAME, inputs, 0, "input")?;
+        let w = gpu_arg(Self::NAME, inputs, 1, "input")?;
+        let y = gpu_arg(Self::NAME, outputs, 0, "output")?;
         let p = self
-            .params(inputs[0].dims(), inputs[1].dims())
+            .params(x.dims(), w.dims())
             .map_err(|reason| super::exec_err(Self::NAME, reason))?;
-        let conv = gpu_kernel::Conv2d {
-            act: self.act,
-            ..gpu_kernel::Conv2d::new(p)
-        };
-        let y = gpu_kernel::run::<f32>(gpu, x, w, bias, &conv)?;
-        Ok(vec![tensor_f32(
-            &[p.n, p.out_h()?, p.out_w()?, p.c_out],
-            y,
-        )?])
+        let bias = inputs.get(2).map(|b| b.buffer);
+        gpu_kernel::record::<f32>(
+            gpu,
+            rec,
+            x.buffer,
+            w.buffer,
+            bias,
+            y.buffer,
+            &self.gpu_conv(p),
+        )
     }
 
     fn attrs(&self) -> Attrs {

@@ -2,9 +2,13 @@
 //! `[dy, w]` (`dy` `[n, out_h, out_w, c_out]`, `w` OHWI), output `dx` `[n, h, w, c_in]`. The
 //! input shape is an attribute: with a stride above 1 several input sizes give the same `dy`.
 
+use super::GpuValue;
 use super::conv2d::{Conv2d, Padding};
 use super::grad_util::{check_shape, embed_with_shape, mac_flops, shape_attr, unembed};
 use super::{OpCase, OpDef, all_f32, arity, exec_err, input_f32, random_f32, tensor_f32};
+use crate::backend::gpu::kernels::conv2d_grad::{self as gpu_kernel, InputVariant};
+use crate::backend::gpu::kernels::matmul::Tile;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -71,6 +75,36 @@ impl OpDef for Conv2dGradInput {
         let mut dx = vec![0f32; p.x_len()?];
         spore_kernels_cpu::conv2d_grad::conv2d_grad_input_fast(&p, dy, w, threads, &mut dx)?;
         Ok(vec![tensor_f32(&self.input_shape, dx)?])
+    }
+
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        arity(inputs.len(), 2, 2)?;
+        all_f32(inputs)?;
+        let p = self.params(&inputs[0].shape, &inputs[1].shape)?;
+        gpu_kernel::grad_params(&p)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let ([dy, w], [dx]) = (inputs, outputs) else {
+            return Err(exec_err(
+                Self::NAME,
+                "expects inputs [dy, w] and one output",
+            ));
+        };
+        let p = self
+            .params(dy.dims(), w.dims())
+            .map_err(|r| exec_err(Self::NAME, r))?;
+        // The transposed implicit GEMM on the default tile (the tune cache may pick another).
+        let variant = InputVariant::Tiled(Tile::DEFAULT);
+        gpu_kernel::record_input::<f32>(gpu, rec, dy.buffer, w.buffer, dx.buffer, &p, variant)
     }
 
     fn attrs(&self) -> Attrs {

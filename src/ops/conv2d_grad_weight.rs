@@ -3,9 +3,12 @@
 //! `[c_out, kh, kw, c_in / groups]`. The weight shape is an attribute (the kernel size cannot
 //! be read off `x` and `dy`). The bias gradient is a separate `reduce_sum` of `dy`.
 
+use super::GpuValue;
 use super::conv2d::{Conv2d, Padding};
 use super::grad_util::{check_shape, embed_with_shape, mac_flops, shape_attr, unembed};
 use super::{OpCase, OpDef, all_f32, arity, exec_err, input_f32, random_f32, tensor_f32};
+use crate::backend::gpu::kernels::conv2d_grad::{self as gpu_kernel, WeightKnobs, WeightVariant};
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -71,6 +74,36 @@ impl OpDef for Conv2dGradWeight {
         let mut dw = vec![0f32; p.w_len()?];
         spore_kernels_cpu::conv2d_grad::conv2d_grad_weight_fast(&p, x, dy, threads, &mut dw, None)?;
         Ok(vec![tensor_f32(&self.weight_shape, dw)?])
+    }
+
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        arity(inputs.len(), 2, 2)?;
+        all_f32(inputs)?;
+        let p = self.params(&inputs[0].shape, &inputs[1].shape)?;
+        gpu_kernel::grad_params(&p)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let ([x, dy], [dw]) = (inputs, outputs) else {
+            return Err(exec_err(
+                Self::NAME,
+                "expects inputs [x, dy] and one output",
+            ));
+        };
+        let p = self
+            .params(x.dims(), dy.dims())
+            .map_err(|r| exec_err(Self::NAME, r))?;
+        // Split-K GEMM with a shape-chosen split count; deterministic (ordered reduce).
+        let variant = WeightVariant::SplitK(WeightKnobs::default());
+        gpu_kernel::record_weight::<f32>(gpu, rec, x.buffer, dy.buffer, dw.buffer, &p, variant)
     }
 
     fn attrs(&self) -> Attrs {

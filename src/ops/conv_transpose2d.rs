@@ -6,12 +6,13 @@
 use super::conv_transpose2d_grad_weight::ConvTranspose2dGradWeight;
 use super::conv2d::{Conv2d, MAX_WINDOW, Padding};
 use super::grad_util::{bias_grad, input, output_grad, shape_of};
+use super::{GpuValue, gpu_arg};
 use super::{
     GradContext, OpCase, OpDef, all_f32, arity, check_bias, input_f32, ints_attr,
     optional_input_f32, random_f32, tensor_f32,
 };
-use crate::backend::gpu::GpuContext;
 use crate::backend::gpu::kernels::conv_transpose2d as gpu_kernel;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -138,19 +139,31 @@ impl OpDef for ConvTranspose2d {
         )?])
     }
 
-    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        let x = input_f32(Self::NAME, inputs, 0)?;
-        let w = input_f32(Self::NAME, inputs, 1)?;
-        let bias = optional_input_f32(Self::NAME, inputs, 2)?;
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        super::gpu_f32_fits(self, inputs)?;
+        let p = self.params(&inputs[0].shape, &inputs[1].shape)?;
+        gpu_kernel::ConvTranspose2d { p, act: None }
+            .validate()
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let x = gpu_arg(Self::NAME, inputs, 0, "input")?;
+        let w = gpu_arg(Self::NAME, inputs, 1, "input")?;
+        let y = gpu_arg(Self::NAME, outputs, 0, "output")?;
         let p = self
-            .params(inputs[0].dims(), inputs[1].dims())
+            .params(x.dims(), w.dims())
             .map_err(|reason| super::exec_err(Self::NAME, reason))?;
         let ct = gpu_kernel::ConvTranspose2d { p, act: None };
-        let y = gpu_kernel::run::<f32>(gpu, x, w, bias, &ct)?;
-        Ok(vec![tensor_f32(
-            &[p.n, p.out_h()?, p.out_w()?, p.c_out],
-            y,
-        )?])
+        let bias = inputs.get(2).map(|b| b.buffer);
+        gpu_kernel::record::<f32>(gpu, rec, x.buffer, w.buffer, bias, y.buffer, &ct)
     }
 
     fn attrs(&self) -> Attrs {

@@ -5,9 +5,12 @@
 //! convolution's weight gradient with `x` and `dy` swapped, so the CPU path reuses the tuned
 //! `conv2d_grad_weight` kernel.
 
+use super::GpuValue;
 use super::conv_transpose2d::ConvTranspose2d;
 use super::grad_util::{check_shape, embed_with_shape, mac_flops, shape_attr, unembed};
 use super::{OpCase, OpDef, all_f32, arity, exec_err, input_f32, random_f32, tensor_f32};
+use crate::backend::gpu::kernels::conv2d_grad::{self as gpu_kernel, WeightKnobs, WeightVariant};
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -81,6 +84,39 @@ impl OpDef for ConvTranspose2dGradWeight {
             None,
         )?;
         Ok(vec![tensor_f32(&self.weight_shape, dw)?])
+    }
+
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        arity(inputs.len(), 2, 2)?;
+        all_f32(inputs)?;
+        let p = self.params(&inputs[0].shape, &inputs[1].shape)?;
+        let conv = p.as_conv2d().map_err(|e| e.to_string())?;
+        gpu_kernel::grad_params(&conv)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let ([x, dy], [dw]) = (inputs, outputs) else {
+            return Err(exec_err(
+                Self::NAME,
+                "expects inputs [x, dy] and one output",
+            ));
+        };
+        let p = self
+            .params(x.dims(), dy.dims())
+            .map_err(|r| exec_err(Self::NAME, r))?;
+        // conv2d's split-K weight gradient of the matching convolution, x and dy swapped.
+        let variant = WeightVariant::SplitK(WeightKnobs::default());
+        gpu_kernel::record_transpose_weight::<f32>(
+            gpu, rec, x.buffer, dy.buffer, dw.buffer, &p, variant,
+        )
     }
 
     fn attrs(&self) -> Attrs {

@@ -8,12 +8,13 @@ use super::conv2d::{MAX_WINDOW, Padding};
 use super::depthwise_conv2d_grad_input::DepthwiseConv2dGradInput;
 use super::depthwise_conv2d_grad_weight::DepthwiseConv2dGradWeight;
 use super::grad_util::{bias_grad, input, output_grad, shape_of, through_act};
+use super::{GpuValue, gpu_arg};
 use super::{
     GradContext, OpCase, OpDef, all_f32, arity, check_bias, input_f32, ints_attr,
     optional_input_f32, random_f32, tensor_f32,
 };
-use crate::backend::gpu::GpuContext;
 use crate::backend::gpu::kernels::depthwise_conv2d as gpu_kernel;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -138,23 +139,30 @@ impl OpDef for DepthwiseConv2d {
         )?])
     }
 
-    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        let x = input_f32(Self::NAME, inputs, 0)?;
-        let w = input_f32(Self::NAME, inputs, 1)?;
-        let bias = optional_input_f32(Self::NAME, inputs, 2)?;
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        super::gpu_f32_fits(self, inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let x = gpu_arg(Self::NAME, inputs, 0, "input")?;
+        let w = gpu_arg(Self::NAME, inputs, 1, "input")?;
+        let y = gpu_arg(Self::NAME, outputs, 0, "output")?;
         let p = self
-            .params(inputs[0].dims(), inputs[1].dims())
+            .params(x.dims(), w.dims())
             .map_err(|reason| super::exec_err(Self::NAME, reason))?;
         let conv = gpu_kernel::DepthwiseConv2d {
             shape: p,
             act: self.act,
             knobs: gpu_kernel::Knobs::default(),
         };
-        let y = gpu_kernel::run::<f32>(gpu, x, w, bias, &conv)?;
-        Ok(vec![tensor_f32(
-            &[p.n, p.out_h()?, p.out_w()?, p.c_out()?],
-            y,
-        )?])
+        let bias = inputs.get(2).map(|b| b.buffer);
+        gpu_kernel::record::<f32>(gpu, rec, x.buffer, w.buffer, bias, y.buffer, &conv)
     }
 
     fn attrs(&self) -> Attrs {

@@ -3,10 +3,13 @@
 //! `[n, out_h, out_w, c_in * m]`, `w` `[kh, kw, c_in * m]`), output `dx` `[n, h, w, c_in]`.
 //! The input shape is an attribute: with a stride above 1 several input sizes give one `dy`.
 
+use super::GpuValue;
 use super::conv2d::Padding;
 use super::depthwise_conv2d::DepthwiseConv2d;
 use super::grad_util::{check_shape, embed_with_shape, mac_flops, shape_attr, unembed};
 use super::{OpCase, OpDef, all_f32, arity, exec_err, input_f32, random_f32, tensor_f32};
+use crate::backend::gpu::kernels::depthwise_conv2d_grad::{self as gpu_kernel, DepthwiseGrad};
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -82,6 +85,41 @@ impl OpDef for DepthwiseConv2dGradInput {
             &p, w, dy, threads, &mut dx,
         )?;
         Ok(vec![tensor_f32(&self.input_shape, dx)?])
+    }
+
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        arity(inputs.len(), 2, 2)?;
+        all_f32(inputs)?;
+        let shape = self.params(&inputs[0].shape, &inputs[1].shape)?;
+        DepthwiseGrad {
+            shape,
+            knobs: gpu_kernel::Knobs::default(),
+        }
+        .validate()
+        .map_err(|e| e.to_string())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let ([dy, w], [dx]) = (inputs, outputs) else {
+            return Err(exec_err(
+                Self::NAME,
+                "expects inputs [dy, w] and one output",
+            ));
+        };
+        let shape = self
+            .params(dy.dims(), w.dims())
+            .map_err(|r| exec_err(Self::NAME, r))?;
+        let p = DepthwiseGrad {
+            shape,
+            knobs: gpu_kernel::Knobs::default(),
+        };
+        gpu_kernel::record_input::<f32>(gpu, rec, dy.buffer, w.buffer, dx.buffer, &p)
     }
 
     fn attrs(&self) -> Attrs {

@@ -3,9 +3,12 @@
 //! `[n, h, w, c_in]`, `dy` `[n, out_h, out_w, c_in * m]`), output `dw` `[kh, kw, c_in * m]`.
 //! The weight shape is an attribute; the bias gradient is a separate `reduce_sum` of `dy`.
 
+use super::GpuValue;
 use super::depthwise_conv2d::DepthwiseConv2d;
 use super::grad_util::{check_shape, embed_with_shape, mac_flops, shape_attr, unembed};
 use super::{OpCase, OpDef, all_f32, arity, exec_err, input_f32, tensor_f32};
+use crate::backend::gpu::kernels::depthwise_conv2d_grad::{self as gpu_kernel, DepthwiseGrad};
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -80,6 +83,42 @@ impl OpDef for DepthwiseConv2dGradWeight {
             &p, x, dy, threads, &mut dw, None,
         )?;
         Ok(vec![tensor_f32(&self.weight_shape, dw)?])
+    }
+
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        arity(inputs.len(), 2, 2)?;
+        all_f32(inputs)?;
+        let shape = self.params(&inputs[0].shape, &inputs[1].shape)?;
+        DepthwiseGrad {
+            shape,
+            knobs: gpu_kernel::Knobs::default(),
+        }
+        .validate()
+        .map_err(|e| e.to_string())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let ([x, dy], [dw]) = (inputs, outputs) else {
+            return Err(exec_err(
+                Self::NAME,
+                "expects inputs [x, dy] and one output",
+            ));
+        };
+        let shape = self
+            .params(x.dims(), dy.dims())
+            .map_err(|r| exec_err(Self::NAME, r))?;
+        let p = DepthwiseGrad {
+            shape,
+            knobs: gpu_kernel::Knobs::default(),
+        };
+        // Row-chunk partials + ordered reduce: deterministic.
+        gpu_kernel::record_weight::<f32>(gpu, rec, x.buffer, dy.buffer, dw.buffer, &p)
     }
 
     fn attrs(&self) -> Attrs {

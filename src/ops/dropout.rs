@@ -1,10 +1,15 @@
 //! `dropout`: inverted dropout. With `training = false` it is the identity; with
 //! `training = true` element `i` is kept iff the counter-based draw `uniform(seed, i) >= rate`
 //! and kept elements are scaled by `1 / (1 - rate)`, so every backend draws the same mask.
+//!
+//! An optional second input `step` (an i32 scalar) makes the mask change from step to step
+//! in a training graph without rebuilding it: the stream is `seed` mixed with `step`
+//! ([`Dropout::stream`]). Autograd feeds the trainer's step count there.
 
 use super::{AttrValue, OpCase, OpDef, all_f32, arity, first_numel, input_f32, random_f32};
-use crate::backend::gpu::GpuContext;
-use crate::error::Error;
+use super::{GpuValue, gpu_arg};
+use crate::backend::gpu::kernels::{concat as gpu_concat, dropout as gpu_dropout};
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -33,12 +38,41 @@ impl Default for Dropout {
     }
 }
 
+impl Dropout {
+    /// The mask stream for this run: `seed`, or `seed` mixed with the `step` input when
+    /// there is one (a golden-ratio multiple, so consecutive steps are far apart).
+    pub fn stream(&self, inputs: &[&Tensor]) -> Result<u64> {
+        match inputs.get(1) {
+            None => Ok(self.seed),
+            Some(t) => {
+                let step = t
+                    .as_slice::<i32>()?
+                    .first()
+                    .copied()
+                    .ok_or_else(|| super::exec_err(Self::NAME, "empty step input"))?;
+                Ok(self
+                    .seed
+                    .wrapping_add((step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+            }
+        }
+    }
+}
+
 impl OpDef for Dropout {
     const NAME: &'static str = "dropout";
 
     fn infer(&self, inputs: &[&TensorFact]) -> std::result::Result<Vec<TensorFact>, String> {
-        arity(inputs.len(), 1, 1)?;
-        all_f32(inputs)?;
+        arity(inputs.len(), 1, 2)?;
+        all_f32(&inputs[..1])?;
+        if let Some(step) = inputs.get(1)
+            && (step.dtype != crate::DType::I32 || !step.shape.is_empty())
+        {
+            return Err(format!(
+                "step must be an i32 scalar, got {} {:?}",
+                step.dtype.name(),
+                step.shape
+            ));
+        }
         Ok(vec![TensorFact::f32(inputs[0].shape.clone())])
     }
 
@@ -48,23 +82,40 @@ impl OpDef for Dropout {
             return Ok(vec![inputs[0].clone()]);
         }
         let mut y = vec![0f32; x.len()];
-        reference::dropout(self.rate, self.seed, x, &mut y)?;
+        reference::dropout(self.rate, self.stream(inputs)?, x, &mut y)?;
         Ok(vec![super::tensor_f32(inputs[0].dims(), y)?])
     }
 
-    /// Inference is the identity (no kernel to run: the input is the output); training
-    /// needs the counter-based mask, which has no WGSL port yet.
-    fn eval_gpu(&self, _gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        input_f32(Self::NAME, inputs, 0)?;
-        if !self.training {
-            return Ok(vec![inputs[0].clone()]);
+    /// Inference is a copy (the planner may alias it away); training draws the
+    /// counter-based mask in the shader, element for element the reference's.
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        if inputs.len() > 1 && self.training {
+            // The stream is mixed on the host; the shader takes it as a uniform.
+            return Err("a per-step `step` input is read on the host".into());
         }
-        Err(Error::NotSupported {
-            what: format!(
-                "`{}` with training = true on the GPU (no WGSL port of the counter-based mask)",
-                Self::NAME
-            ),
-        })
+        super::gpu_f32_fits(self, &inputs[..1.min(inputs.len())]).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let x = gpu_arg(Self::NAME, inputs, 0, "input")?;
+        let y = gpu_arg(Self::NAME, outputs, 0, "output")?;
+        if !self.training || x.numel() == 0 {
+            let bytes = x.numel() * x.fact.dtype.size();
+            return gpu_concat::record_copy(rec, x.buffer, y.buffer, bytes);
+        }
+        let p = gpu_dropout::Dropout {
+            len: x.numel(),
+            rate: self.rate,
+            seed: self.seed,
+            knobs: gpu_dropout::Knobs::default(),
+        };
+        gpu_dropout::record::<f32>(gpu, rec, x.buffer, y.buffer, &p)
     }
 
     fn attrs(&self) -> Attrs {
@@ -155,10 +206,15 @@ impl OpDef for Dropout {
         if !self.training {
             return Ok(vec![Some(dy)]);
         }
+        // The same op on `dy`, with the same step input, draws the same mask.
+        let mut ins = vec![dy];
+        ins.extend(ctx.inputs.get(1).copied());
         let dx = ctx
             .builder
-            .node1(&format!("{}/grad_x", ctx.node), self.clone(), &[dy])?;
-        Ok(vec![Some(dx)])
+            .node1(&format!("{}/grad_x", ctx.node), self.clone(), &ins)?;
+        let mut grads = vec![Some(dx)];
+        grads.resize(ctx.inputs.len(), None);
+        Ok(grads)
     }
 }
 
@@ -176,6 +232,13 @@ mod tests {
         );
         let x = TensorFact::f32([3]);
         assert!(op.infer(&[&x, &x]).is_err());
+        let step = TensorFact::new(crate::DType::I32, []);
+        assert!(op.infer(&[&x, &step]).is_ok());
+        assert!(op.infer(&[&x, &step, &step]).is_err());
+        assert!(
+            op.infer(&[&x, &TensorFact::new(crate::DType::I32, [1])])
+                .is_err()
+        );
     }
 
     #[test]
@@ -217,6 +280,37 @@ mod tests {
             .unwrap_or_else(|e| panic!("{}: {e}", case.name));
             println!("{}: worst rel err {err:.2e}", case.name);
         }
+    }
+
+    #[test]
+    fn step_input_changes_the_mask_and_its_gradient_follows() {
+        let op = Dropout {
+            rate: 0.5,
+            seed: 11,
+            training: true,
+        };
+        let x = Tensor::from_vec(&[256], (0..256).map(|i| 1.0 + i as f32).collect()).unwrap();
+        let mask = |step: i32| {
+            let s = Tensor::scalar(step);
+            op.eval_ref(&[&x, &s]).unwrap()[0]
+                .to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .map(|&v| v != 0.0)
+                .collect::<Vec<bool>>()
+        };
+        assert_eq!(mask(3), mask(3));
+        assert_ne!(mask(3), mask(4));
+        let mut rng = Rng::new(62);
+        let err = crate::ops::gradcheck::check_rule(
+            &op.clone().into(),
+            &[x.clone(), Tensor::scalar(5i32)],
+            &[0],
+            Default::default(),
+            &mut rng,
+        )
+        .unwrap();
+        assert!(err < 1e-3, "{err}");
     }
 
     #[test]

@@ -4,11 +4,12 @@
 
 use super::global_avg_pool_grad::GlobalAvgPoolGrad;
 use super::grad_util::{input, output_grad, shape_of};
+use super::{GpuValue, gpu_arg};
 use super::{
     GradContext, OpCase, OpDef, all_f32, arity, first_numel, input_f32, random_f32, tensor_f32,
 };
-use crate::backend::gpu::GpuContext;
 use crate::backend::gpu::kernels::pool2d as gpu_kernel;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -65,17 +66,27 @@ impl OpDef for GlobalAvgPool {
         Ok(vec![tensor_f32(&[p.n, p.c], y)?])
     }
 
-    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        let x = input_f32(Self::NAME, inputs, 0)?;
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        super::gpu_f32_fits(self, inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let x = gpu_arg(Self::NAME, inputs, 0, "input")?;
+        let y = gpu_arg(Self::NAME, outputs, 0, "output")?;
         let p = self
-            .params(inputs[0].dims())
+            .params(x.dims())
             .map_err(|reason| super::exec_err(Self::NAME, reason))?;
         let pool = gpu_kernel::GlobalAvgPool {
             shape: p,
             knobs: gpu_kernel::Knobs::default(),
         };
-        let y = gpu_kernel::run_global_avg::<f32>(gpu, x, &pool)?;
-        Ok(vec![tensor_f32(&[p.n, p.c], y)?])
+        gpu_kernel::record_global_avg::<f32>(gpu, rec, x.buffer, y.buffer, &pool)
     }
 
     fn attrs(&self) -> Attrs {

@@ -2,11 +2,14 @@
 //! [`GlobalAvgPool`](super::global_avg_pool::GlobalAvgPool), input `dy` `[n, c]`, output `dx`
 //! of the attribute `input_shape` `[n, h, w, c]`: `dx[n, i, j, c] = dy[n, c] / (h * w)`.
 
+use super::GpuValue;
 use super::global_avg_pool::GlobalAvgPool;
 use super::grad_util::{check_shape, mac_flops, shape_attr};
 use super::{
     OpCase, OpDef, all_f32, arity, exec_err, input_f32, ints_attr, random_f32, tensor_f32,
 };
+use crate::backend::gpu::kernels;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -85,6 +88,33 @@ impl OpDef for GlobalAvgPoolGrad {
                 })
             })
             .collect()
+    }
+
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        self.infer(inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let (&[dy], &[dx]) = (inputs, outputs) else {
+            return Err(exec_err(Self::NAME, "expects one input and one output"));
+        };
+        let p = self
+            .params(dy.dims())
+            .map_err(|r| exec_err(Self::NAME, r))?;
+        kernels::pool2d_grad::record_global::<f32>(
+            gpu,
+            rec,
+            dy.buffer,
+            dx.buffer,
+            p,
+            kernels::broadcast_grad::Knobs::default(),
+        )
     }
 
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {

@@ -1,10 +1,11 @@
 //! `log_softmax`: `y = x - log(sum(exp(x)))` over the last axis (any rank >= 1; the other axes
 //! are rows), computed with the row maximum subtracted so large logits do not overflow.
 
+use super::GpuValue;
+use super::softmax::eval_last_axis_cpu;
 use super::softmax::{eval_last_axis, infer_last_axis, last_axis_cases};
-use super::softmax::{eval_last_axis_cpu, eval_last_axis_gpu};
 use super::{GradContext, OpCase, OpDef, first_numel};
-use crate::backend::gpu::GpuContext;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -31,8 +32,18 @@ impl OpDef for LogSoftmax {
         eval_last_axis_cpu(Self::NAME, true, inputs, threads)
     }
 
-    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        eval_last_axis_gpu(Self::NAME, true, gpu, inputs)
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        super::gpu_f32_fits(self, inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        super::softmax::record_last_axis_gpu(Self::NAME, true, gpu, rec, inputs, outputs)
     }
 
     fn attrs(&self) -> Attrs {

@@ -2,8 +2,11 @@
 //! the last axis, from the forward OUTPUT: inputs `[y, dy]`, `dx = dy - exp(y) * sum_c dy`
 //! per row. Inference and cases are `softmax_grad`'s.
 
-use super::softmax_grad::{eval_row_grad, eval_row_grad_cpu, infer_row_grad, row_grad_cases};
-use super::{OpCase, OpDef, first_numel};
+use super::softmax_grad::{
+    eval_row_grad, eval_row_grad_cpu, infer_row_grad, record_row_grad, row_grad_cases,
+};
+use super::{GpuValue, OpCase, OpDef, first_numel};
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -55,6 +58,20 @@ impl OpDef for LogSoftmaxGrad {
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {
         // A row sum, an exp and a multiply-subtract per element.
         4 * first_numel(inputs)
+    }
+
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        infer_row_grad(inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        record_row_grad(Self::NAME, true, gpu, rec, inputs, outputs)
     }
 }
 

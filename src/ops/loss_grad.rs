@@ -5,7 +5,10 @@
 //! (logits), with the forward reductions (means over rows or elements) folded in. Targets and
 //! labels get no gradient.
 
+use super::GpuValue;
 use super::{AttrValue, Op, OpCase, OpDef, arity, first_numel, input_f32, tensor_f32};
+use crate::backend::gpu::kernels;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -155,11 +158,7 @@ impl OpDef for LossGrad {
     }
 
     fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
-        // Only the sparse cross-entropy (the classifier loss, with an exp per logit) has a
-        // tuned kernel; the elementwise losses are one cheap pass and use the reference.
-        let LossKind::SparseSoftmaxCrossEntropy = self.kind else {
-            return self.eval_ref(inputs);
-        };
+        use spore_kernels_cpu::loss::Loss;
         super::infer_eval(self, inputs)?;
         let pred = input_f32(Self::NAME, inputs, 0)?;
         let dloss = input_f32(Self::NAME, inputs, 2)?
@@ -167,12 +166,28 @@ impl OpDef for LossGrad {
             .copied()
             .ok_or_else(|| super::exec_err(Self::NAME, "dloss is empty"))?;
         let dims = inputs[0].dims();
-        let (rows, classes) = rows_classes(dims)?;
-        let labels = inputs[1].as_slice::<i32>()?;
         let mut d = vec![0f32; pred.len()];
-        spore_kernels_cpu::softmax::sparse_softmax_cross_entropy_grad(
-            rows, classes, pred, labels, dloss, &mut d, threads,
-        )?;
+        // Every loss has a tuned kernel: the sparse cross-entropy in `softmax`, the others
+        // (dense cross-entropy and the elementwise losses) in `loss`.
+        let kind = match self.kind {
+            LossKind::SparseSoftmaxCrossEntropy => {
+                let (rows, classes) = rows_classes(dims)?;
+                let labels = inputs[1].as_slice::<i32>()?;
+                spore_kernels_cpu::softmax::sparse_softmax_cross_entropy_grad(
+                    rows, classes, pred, labels, dloss, &mut d, threads,
+                )?;
+                return Ok(vec![tensor_f32(dims, d)?]);
+            }
+            LossKind::SoftmaxCrossEntropy => {
+                let (rows, classes) = rows_classes(dims)?;
+                Loss::SoftmaxCrossEntropy { rows, classes }
+            }
+            LossKind::Mse => Loss::Mse,
+            LossKind::SigmoidBce => Loss::SigmoidBce,
+            LossKind::SmoothL1 { beta } => Loss::SmoothL1 { beta },
+        };
+        let target = input_f32(Self::NAME, inputs, 1)?;
+        spore_kernels_cpu::loss::loss_grad(kind, pred, target, dloss, &mut d, threads)?;
         Ok(vec![tensor_f32(dims, d)?])
     }
 
@@ -237,6 +252,54 @@ impl OpDef for LossGrad {
             }
         }
         Ok(cases)
+    }
+
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        self.infer(inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let (&[pred, target, dloss], &[dpred]) = (inputs, outputs) else {
+            return Err(super::exec_err(
+                Self::NAME,
+                "expects inputs [pred, target, dloss] and one output",
+            ));
+        };
+        use kernels::elementwise_grad::{self as k, LossGradKind};
+        let kind = match self.kind {
+            LossKind::SoftmaxCrossEntropy => LossGradKind::SoftmaxCrossEntropy,
+            LossKind::SparseSoftmaxCrossEntropy => LossGradKind::SparseSoftmaxCrossEntropy,
+            LossKind::Mse => LossGradKind::Mse,
+            LossKind::SigmoidBce => LossGradKind::SigmoidBce,
+            LossKind::SmoothL1 { beta } => LossGradKind::SmoothL1 { beta },
+        };
+        let (rows, classes) = match self.kind {
+            LossKind::SoftmaxCrossEntropy | LossKind::SparseSoftmaxCrossEntropy => {
+                rows_classes(pred.dims())?
+            }
+            _ => (1, pred.numel()),
+        };
+        let p = k::LossGrad {
+            kind,
+            rows,
+            classes,
+            knobs: k::RowKnobs::for_cols(classes),
+        };
+        k::record_loss_grad::<f32>(
+            gpu,
+            rec,
+            pred.buffer,
+            target.buffer,
+            dloss.buffer,
+            dpred.buffer,
+            &p,
+        )
     }
 
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {

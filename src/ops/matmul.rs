@@ -7,12 +7,13 @@
 use super::activation::{ActivationKind, apply_in_place, get_kind, put_kind};
 use super::grad_util::{bias_grad, input, output_grad, through_act};
 use super::reshape::Reshape;
+use super::{GpuValue, gpu_arg};
 use super::{
     GradContext, OpCase, OpDef, all_f32, arity, check_bias, input_f32, out_shape, random_f32,
     tensor_f32,
 };
-use crate::backend::gpu::GpuContext;
 use crate::backend::gpu::kernels::matmul as gpu_kernel;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -34,6 +35,14 @@ pub struct MatMul {
 }
 
 impl MatMul {
+    /// The GPU kernel's description of this product on shape `p`.
+    fn gpu_matmul(&self, p: reference::MatmulParams) -> gpu_kernel::Matmul {
+        gpu_kernel::Matmul {
+            act: self.act,
+            ..gpu_kernel::Matmul::new(p)
+        }
+    }
+
     /// Kernel parameters and output shape for `a` and `b`.
     pub fn params(
         &self,
@@ -140,20 +149,36 @@ impl OpDef for MatMul {
         Ok(vec![tensor_f32(&shape, y)?])
     }
 
-    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        let shape = out_shape(self, inputs)?;
-        let a = input_f32(Self::NAME, inputs, 0)?;
-        let b = input_f32(Self::NAME, inputs, 1)?;
-        let bias = super::optional_input_f32(Self::NAME, inputs, 2)?;
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        super::gpu_f32_fits(self, inputs)?;
+        let (p, _) = self.params(&inputs[0].shape, &inputs[1].shape)?;
+        self.gpu_matmul(p).validate().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let a = gpu_arg(Self::NAME, inputs, 0, "input")?;
+        let b = gpu_arg(Self::NAME, inputs, 1, "input")?;
+        let c = gpu_arg(Self::NAME, outputs, 0, "output")?;
         let (p, _) = self
-            .params(inputs[0].dims(), inputs[1].dims())
+            .params(a.dims(), b.dims())
             .map_err(|reason| super::exec_err(Self::NAME, reason))?;
-        let mm = gpu_kernel::Matmul {
-            act: self.act,
-            ..gpu_kernel::Matmul::new(p)
-        };
-        let y = gpu_kernel::run::<f32>(gpu, a, b, bias, &mm)?;
-        Ok(vec![tensor_f32(&shape, y)?])
+        let bias = inputs.get(2).map(|v| v.buffer);
+        gpu_kernel::record::<f32>(
+            gpu,
+            rec,
+            a.buffer,
+            b.buffer,
+            bias,
+            c.buffer,
+            &self.gpu_matmul(p),
+        )
     }
 
     fn attrs(&self) -> Attrs {

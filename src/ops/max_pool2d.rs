@@ -5,11 +5,12 @@
 use super::conv2d::{MAX_WINDOW, Padding};
 use super::grad_util::{input, output_grad};
 use super::max_pool2d_grad::MaxPool2dGrad;
+use super::{GpuValue, gpu_arg};
 use super::{
     GradContext, OpCase, OpDef, all_f32, arity, input_f32, ints_attr, random_f32, tensor_f32,
 };
-use crate::backend::gpu::GpuContext;
 use crate::backend::gpu::kernels::pool2d as gpu_kernel;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -116,17 +117,27 @@ impl OpDef for MaxPool2d {
         Ok(vec![tensor_f32(&[p.n, p.out_h()?, p.out_w()?, p.c], y)?])
     }
 
-    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        let x = input_f32(Self::NAME, inputs, 0)?;
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        super::gpu_f32_fits(self, inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let x = gpu_arg(Self::NAME, inputs, 0, "input")?;
+        let y = gpu_arg(Self::NAME, outputs, 0, "output")?;
         let p = self
-            .params(inputs[0].dims())
+            .params(x.dims())
             .map_err(|reason| super::exec_err(Self::NAME, reason))?;
         let pool = gpu_kernel::Pool2d {
             pool: gpu_kernel::Pool::Max(p),
             knobs: gpu_kernel::Knobs::default(),
         };
-        let y = gpu_kernel::run::<f32>(gpu, x, &pool)?;
-        Ok(vec![tensor_f32(&[p.n, p.out_h()?, p.out_w()?, p.c], y)?])
+        gpu_kernel::record::<f32>(gpu, rec, x.buffer, y.buffer, &pool)
     }
 
     fn attrs(&self) -> Attrs {

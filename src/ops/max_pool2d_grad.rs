@@ -3,10 +3,13 @@
 //! found again from `x` (so the forward's argmax need not be stored); a cell winning several
 //! windows sums their `dy`.
 
+use super::GpuValue;
 use super::conv2d::Padding;
 use super::grad_util::{check_shape, embed, mac_flops, unembed};
 use super::max_pool2d::MaxPool2d;
 use super::{OpCase, OpDef, all_f32, arity, exec_err, input_f32, random_f32, tensor_f32};
+use crate::backend::gpu::kernels;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -117,6 +120,33 @@ impl OpDef for MaxPool2dGrad {
                 })
             })
             .collect()
+    }
+
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        self.infer(inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let (&[x, dy], &[dx]) = (inputs, outputs) else {
+            return Err(exec_err(
+                Self::NAME,
+                "expects inputs [x, dy] and one output",
+            ));
+        };
+        let p = self
+            .params(x.dims(), dy.dims())
+            .map_err(|r| exec_err(Self::NAME, r))?;
+        let pool = kernels::pool2d::Pool2d {
+            pool: kernels::pool2d::Pool::Max(p),
+            knobs: kernels::pool2d::Knobs::default(),
+        };
+        kernels::pool2d_grad::record::<f32>(gpu, rec, Some(x.buffer), dy.buffer, dx.buffer, &pool)
     }
 
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {

@@ -309,6 +309,8 @@ ops! {
     AvgPool2dGrad => avg_pool2d_grad,
     GlobalAvgPoolGrad => global_avg_pool_grad,
     BatchNormGrad => batch_norm_grad,
+    // lead: training-mode forward ops.
+    BatchNormTrain => batch_norm_train,
 }
 
 // ---- helpers shared by the op files -------------------------------------------------------
@@ -524,6 +526,39 @@ pub(crate) fn eval_gpu_by_record<O: OpDef>(
             .get(..n)
             .ok_or_else(|| exec_err(O::NAME, "short GPU read-back"))?;
         t.as_bytes_mut().copy_from_slice(src);
+    }
+    Ok(outputs)
+}
+
+/// Value `i` of a `record_gpu` argument list (`what`: `"input"` or `"output"`), or an
+/// op-execution error naming the op: the recorders index their arguments through this so a
+/// short list is an error, never a panic.
+pub(crate) fn gpu_arg<'v, 'a>(
+    op: &str,
+    values: &'v [GpuValue<'a>],
+    i: usize,
+    what: &str,
+) -> Result<&'v GpuValue<'a>> {
+    values
+        .get(i)
+        .ok_or_else(|| exec_err(op, format!("missing GPU {what} {i}")))
+}
+
+/// The common part of [`OpDef::gpu_support`]: every input f32, `infer` accepts the inputs,
+/// and every input and output has fewer than 2^32 elements (the shaders index with u32).
+pub(crate) fn gpu_f32_fits<O: OpDef>(
+    op: &O,
+    inputs: &[&TensorFact],
+) -> std::result::Result<Vec<TensorFact>, String> {
+    all_f32(inputs)?;
+    let outputs = op.infer(inputs)?;
+    for f in inputs.iter().copied().chain(&outputs) {
+        if u32::try_from(f.numel()).is_err() {
+            return Err(format!(
+                "shape {:?} has 2^32 or more elements (the shaders index with u32)",
+                f.shape
+            ));
+        }
     }
     Ok(outputs)
 }

@@ -2,7 +2,10 @@
 //! the same (non-empty) shape; the output is a rank-0 scalar. The shape check here is shared
 //! with the other elementwise losses (`sigmoid_bce`, `smooth_l1`).
 
+use super::{GpuValue, gpu_arg};
 use super::{OpCase, OpDef, all_f32, arity, first_numel, input_f32, random_f32};
+use crate::backend::gpu::kernels::loss as gpu_loss;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -47,6 +50,35 @@ impl OpDef for Mse {
         let mut loss = 0f32;
         reference::mse(pred, target, &mut loss)?;
         Ok(vec![Tensor::scalar(loss)])
+    }
+
+    fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
+        super::infer_eval(self, inputs)?;
+        let pred = input_f32(Self::NAME, inputs, 0)?;
+        let target = input_f32(Self::NAME, inputs, 1)?;
+        let kind = spore_kernels_cpu::loss::Loss::Mse;
+        let mut loss = 0f32;
+        spore_kernels_cpu::loss::loss(kind, pred, target, &mut loss, threads)?;
+        Ok(vec![Tensor::scalar(loss)])
+    }
+
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        super::gpu_f32_fits(self, inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let a = gpu_arg(Self::NAME, inputs, 0, "input")?;
+        let b = gpu_arg(Self::NAME, inputs, 1, "input")?;
+        let y = gpu_arg(Self::NAME, outputs, 0, "output")?;
+        let (rows, cols) = (1, a.numel());
+        let p = gpu_loss::Loss::new(gpu_loss::LossKind::Mse, rows, cols);
+        gpu_loss::record::<f32>(gpu, rec, a.buffer, b.buffer, y.buffer, &p)
     }
 
     fn attrs(&self) -> Attrs {

@@ -1,10 +1,10 @@
 //! `reduce_mean`: mean over a set of axes, with `reduce_sum`'s axis and `keep_dims` rules
 //! (negative axes allowed, reduced axes removed unless `keep_dims`, an empty list is a copy).
 
-use super::reduce_sum::reduce_eval_gpu;
+use super::GpuValue;
 use super::reduce_sum::{reduce_attrs, reduce_cases, reduce_from_attrs, reduce_infer};
 use super::{OpCase, OpDef, first_numel, input_f32, out_shape, tensor_f32};
-use crate::backend::gpu::GpuContext;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -44,8 +44,26 @@ impl OpDef for ReduceMean {
         Ok(vec![tensor_f32(&shape, y)?])
     }
 
-    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        reduce_eval_gpu(self, &self.axes, true, gpu, inputs)
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        super::gpu_f32_fits(self, inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        super::reduce_sum::reduce_record_gpu(
+            Self::NAME,
+            &self.axes,
+            true,
+            gpu,
+            rec,
+            inputs,
+            outputs,
+        )
     }
 
     fn attrs(&self) -> Attrs {

@@ -5,12 +5,13 @@
 //!
 //! The attribute handling, inference and cases here are shared with `reduce_mean`.
 
+use super::GpuValue;
 use super::{
     AttrValue, MAX_RANK, Op, OpCase, OpDef, all_f32, arity, first_numel, input_f32, no_zero_dim,
     out_shape, random_f32, resolve_axis, tensor_f32,
 };
-use crate::backend::gpu::GpuContext;
 use crate::backend::gpu::kernels::reduce as gpu_reduce;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -57,25 +58,26 @@ pub(crate) fn reduce_infer(
     Ok(vec![TensorFact::f32(out)])
 }
 
-/// `eval_gpu` shared by the reductions: the WGSL reduce kernel (keepdims layout, which has
-/// the same element order as the output with the reduced axes dropped).
-pub(crate) fn reduce_eval_gpu<O: OpDef>(
-    op: &O,
+/// Records a sum (or mean) of `inputs[0]` over `axes` into `outputs[0]`: the GPU path of
+/// both reductions.
+pub(crate) fn reduce_record_gpu(
+    op: &str,
     axes: &[i64],
     mean: bool,
     gpu: &GpuContext,
-    inputs: &[&Tensor],
-) -> Result<Vec<Tensor>> {
-    let shape = out_shape(op, inputs)?;
-    let x = input_f32(O::NAME, inputs, 0)?;
+    rec: &mut Recorder<'_>,
+    inputs: &[GpuValue<'_>],
+    outputs: &[GpuValue<'_>],
+) -> Result<()> {
+    let x = super::gpu_arg(op, inputs, 0, "input")?;
+    let y = super::gpu_arg(op, outputs, 0, "output")?;
     let p = gpu_reduce::Reduce {
-        shape: inputs[0].dims().to_vec(),
+        shape: x.dims().to_vec(),
         axes: axes.to_vec(),
         mean,
         knobs: gpu_reduce::Knobs::default(),
     };
-    let y = gpu_reduce::run::<f32>(gpu, x, &p)?;
-    Ok(vec![tensor_f32(&shape, y)?])
+    gpu_reduce::record::<f32>(gpu, rec, x.buffer, y.buffer, &p)
 }
 
 /// Attributes `axes` and `keep_dims` of op `name`.
@@ -152,8 +154,26 @@ impl OpDef for ReduceSum {
         Ok(vec![tensor_f32(&shape, y)?])
     }
 
-    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        reduce_eval_gpu(self, &self.axes, false, gpu, inputs)
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        super::gpu_f32_fits(self, inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        super::reduce_sum::reduce_record_gpu(
+            Self::NAME,
+            &self.axes,
+            false,
+            gpu,
+            rec,
+            inputs,
+            outputs,
+        )
     }
 
     fn attrs(&self) -> Attrs {

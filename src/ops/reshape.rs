@@ -4,6 +4,8 @@
 //! must match. Any dtype.
 
 use super::{AttrValue, MAX_RANK, OpCase, OpDef, arity, out_shape, random_f32};
+use super::{GpuValue, gpu_arg};
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -77,6 +79,25 @@ impl OpDef for Reshape {
     fn eval_ref(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
         let shape = out_shape(self, inputs)?;
         Ok(vec![inputs[0].clone().reshape(&shape)?])
+    }
+
+    /// Any dtype: the GPU path is a byte copy (no kernel), which the planner may later
+    /// replace by aliasing the buffer.
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        self.infer(inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        _gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let x = gpu_arg(Self::NAME, inputs, 0, "input")?;
+        let y = gpu_arg(Self::NAME, outputs, 0, "output")?;
+        let bytes = x.numel() * x.fact.dtype.size();
+        crate::backend::gpu::kernels::concat::record_copy(rec, x.buffer, y.buffer, bytes)
     }
 
     fn attrs(&self) -> Attrs {

@@ -16,7 +16,10 @@
 //!
 //! MindSpore's `Momentum` optimizer is this op with dampening 0.
 
+use super::GpuValue;
 use super::{OpCase, OpDef, arity, input_f32, random_f32, tensor_f32};
+use crate::backend::gpu::kernels;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -239,6 +242,54 @@ impl OpDef for SgdUpdate {
                 })
             })
             .collect()
+    }
+
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        self.infer(inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        use kernels::optimizer as k;
+        let (Some(p), Some(g), Some(lr), Some(step), Some(new_p)) = (
+            inputs.first(),
+            inputs.get(1),
+            inputs.get(2),
+            inputs.get(3),
+            outputs.first(),
+        ) else {
+            return Err(super::exec_err(
+                Self::NAME,
+                "expects [param, grad, lr, step, ..] inputs",
+            ));
+        };
+        let s = k::Sgd {
+            len: p.numel(),
+            momentum: self.momentum,
+            dampening: self.dampening,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+            knobs: crate::backend::gpu::kernels::unary::Knobs::default(),
+        };
+        k::record_sgd::<f32>(
+            gpu,
+            rec,
+            p.buffer,
+            g.buffer,
+            k::Scalars {
+                lr: lr.buffer,
+                step: step.buffer,
+            },
+            inputs.get(4).map(|b| b.buffer),
+            new_p.buffer,
+            outputs.get(1).map(|b| b.buffer),
+            &s,
+        )
     }
 
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {

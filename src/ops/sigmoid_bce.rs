@@ -3,7 +3,10 @@
 //! the same non-empty shape; the output is a rank-0 scalar.
 
 use super::mse::pair_loss_infer;
+use super::{GpuValue, gpu_arg};
 use super::{OpCase, OpDef, first_numel, input_f32, random_f32};
+use crate::backend::gpu::kernels::loss as gpu_loss;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -31,6 +34,35 @@ impl OpDef for SigmoidBce {
         Ok(vec![Tensor::scalar(loss)])
     }
 
+    fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
+        super::infer_eval(self, inputs)?;
+        let logits = input_f32(Self::NAME, inputs, 0)?;
+        let targets = input_f32(Self::NAME, inputs, 1)?;
+        let kind = spore_kernels_cpu::loss::Loss::SigmoidBce;
+        let mut loss = 0f32;
+        spore_kernels_cpu::loss::loss(kind, logits, targets, &mut loss, threads)?;
+        Ok(vec![Tensor::scalar(loss)])
+    }
+
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        super::gpu_f32_fits(self, inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let a = gpu_arg(Self::NAME, inputs, 0, "input")?;
+        let b = gpu_arg(Self::NAME, inputs, 1, "input")?;
+        let y = gpu_arg(Self::NAME, outputs, 0, "output")?;
+        let (rows, cols) = (1, a.numel());
+        let p = gpu_loss::Loss::new(gpu_loss::LossKind::SigmoidBce, rows, cols);
+        gpu_loss::record::<f32>(gpu, rec, a.buffer, b.buffer, y.buffer, &p)
+    }
+
     fn attrs(&self) -> Attrs {
         Attrs::new(Self::NAME)
     }
@@ -51,13 +83,17 @@ impl OpDef for SigmoidBce {
             .into_iter()
             .map(|(name, s, scale, hard)| {
                 let logits = random_f32(rng, s)?.map_f32(|v| v * scale)?;
-                let targets = random_f32(rng, s)?.map_f32(|v| {
+                let mut targets = random_f32(rng, s)?.map_f32(|v| {
                     if hard {
                         f32::from(u8::from(v > 0.0))
                     } else {
                         (v + 1.0) / 2.0
                     }
                 })?;
+                // A few hard labels can all come out 0; cases never have an all-zero input.
+                if let (true, Some(first)) = (hard, targets.as_mut_slice::<f32>()?.first_mut()) {
+                    *first = 1.0;
+                }
                 Ok(OpCase {
                     name: format!("{}/{name}", Self::NAME),
                     op: SigmoidBce.into(),

@@ -2,10 +2,14 @@
 //! the end), every other axis whole. Any dtype. It is the gradient of `concat`: each input's
 //! gradient is its own stretch of `dy`.
 
+use super::GpuValue;
 use super::{AttrValue, MAX_RANK, OpCase, OpDef, arity, out_shape, random_f32, resolve_axis};
+use crate::backend::gpu::kernels;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
+use crate::tensor::DType;
 use crate::tensor::Tensor;
 use spore_kernels_cpu::rng::Rng;
 
@@ -69,6 +73,41 @@ impl OpDef for Slice {
             dst.copy_from_slice(&src[from..from + dst_run]);
         }
         Ok(vec![y])
+    }
+
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        let out = self.infer(inputs)?;
+        match out.first().map(|f| f.dtype) {
+            Some(DType::F32 | DType::I32) => Ok(()),
+            Some(other) => Err(format!("slices 4-byte elements on the GPU, got {other}")),
+            None => Err("no output".into()),
+        }
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let (&[x], &[_]) = (inputs, outputs) else {
+            return Err(super::exec_err(
+                Self::NAME,
+                "expects one input and one output",
+            ));
+        };
+        let y = outputs[0];
+        let axis = resolve_axis(self.axis, x.fact.rank())
+            .map_err(|reason| super::exec_err(Self::NAME, reason))?;
+        let p = kernels::broadcast_grad::Slice {
+            shape: x.dims().to_vec(),
+            axis,
+            start: self.start,
+            end: self.end,
+            knobs: kernels::broadcast_grad::Knobs::default(),
+        };
+        kernels::broadcast_grad::record_slice(gpu, rec, x.buffer, y.buffer, &p)
     }
 
     fn attrs(&self) -> Attrs {

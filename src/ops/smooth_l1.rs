@@ -4,6 +4,9 @@
 
 use super::mse::pair_loss_infer;
 use super::{AttrValue, OpCase, OpDef, first_numel, input_f32, random_f32};
+use super::{GpuValue, gpu_arg};
+use crate::backend::gpu::kernels::loss as gpu_loss;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -38,6 +41,35 @@ impl OpDef for SmoothL1 {
         let mut loss = 0f32;
         reference::smooth_l1(self.beta, pred, target, &mut loss)?;
         Ok(vec![Tensor::scalar(loss)])
+    }
+
+    fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
+        super::infer_eval(self, inputs)?;
+        let pred = input_f32(Self::NAME, inputs, 0)?;
+        let target = input_f32(Self::NAME, inputs, 1)?;
+        let kind = spore_kernels_cpu::loss::Loss::SmoothL1 { beta: self.beta };
+        let mut loss = 0f32;
+        spore_kernels_cpu::loss::loss(kind, pred, target, &mut loss, threads)?;
+        Ok(vec![Tensor::scalar(loss)])
+    }
+
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        super::gpu_f32_fits(self, inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let a = gpu_arg(Self::NAME, inputs, 0, "input")?;
+        let b = gpu_arg(Self::NAME, inputs, 1, "input")?;
+        let y = gpu_arg(Self::NAME, outputs, 0, "output")?;
+        let (rows, cols) = (1, a.numel());
+        let p = gpu_loss::Loss::new(gpu_loss::LossKind::SmoothL1 { beta: self.beta }, rows, cols);
+        gpu_loss::record::<f32>(gpu, rec, a.buffer, b.buffer, y.buffer, &p)
     }
 
     fn attrs(&self) -> Attrs {

@@ -1,11 +1,12 @@
 //! `softmax`: `y = exp(x) / sum(exp(x))` over the last axis (any rank >= 1; the other axes are
 //! rows), computed with the row maximum subtracted so large logits do not overflow.
 
+use super::GpuValue;
 use super::{
     GradContext, OpCase, OpDef, all_f32, arity, first_numel, input_f32, random_f32, rows_last,
 };
-use crate::backend::gpu::GpuContext;
 use crate::backend::gpu::kernels::softmax as gpu_softmax;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -63,18 +64,21 @@ pub(crate) fn eval_last_axis_cpu(
     Ok(vec![super::tensor_f32(inputs[0].dims(), y)?])
 }
 
-/// `eval_gpu` shared by softmax (`log = false`) and log-softmax: the WGSL row kernel.
-pub(crate) fn eval_last_axis_gpu(
+/// Records softmax (`log` false) or log-softmax over the last axis of `inputs[0]` into
+/// `outputs[0]`: the GPU path of both ops.
+pub(crate) fn record_last_axis_gpu(
     op: &str,
     log: bool,
     gpu: &GpuContext,
-    inputs: &[&Tensor],
-) -> Result<Vec<Tensor>> {
-    let x = input_f32(op, inputs, 0)?;
-    let (rows, cols) =
-        rows_last("x", inputs[0].dims()).map_err(|reason| super::exec_err(op, reason))?;
-    let y = gpu_softmax::run::<f32>(gpu, x, &gpu_softmax::Softmax::new(rows, cols, log))?;
-    Ok(vec![super::tensor_f32(inputs[0].dims(), y)?])
+    rec: &mut Recorder<'_>,
+    inputs: &[GpuValue<'_>],
+    outputs: &[GpuValue<'_>],
+) -> Result<()> {
+    let x = super::gpu_arg(op, inputs, 0, "input")?;
+    let y = super::gpu_arg(op, outputs, 0, "output")?;
+    let (rows, cols) = rows_last("x", x.dims()).map_err(|reason| super::exec_err(op, reason))?;
+    let p = gpu_softmax::Softmax::new(rows, cols, log);
+    gpu_softmax::record::<f32>(gpu, rec, x.buffer, y.buffer, &p)
 }
 
 /// Conformance cases shared by softmax and log-softmax: rank 1, 2 and 4, and logits large
@@ -114,8 +118,18 @@ impl OpDef for Softmax {
         eval_last_axis_cpu(Self::NAME, false, inputs, threads)
     }
 
-    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        eval_last_axis_gpu(Self::NAME, false, gpu, inputs)
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        super::gpu_f32_fits(self, inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        super::softmax::record_last_axis_gpu(Self::NAME, false, gpu, rec, inputs, outputs)
     }
 
     fn attrs(&self) -> Attrs {

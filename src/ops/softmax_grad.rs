@@ -2,7 +2,11 @@
 //! from the forward OUTPUT: inputs `[y, dy]`, `dx = y * (dy - sum_c dy * y)` per row.
 //! The inference and cases here are shared with `log_softmax_grad`.
 
-use super::{OpCase, OpDef, all_f32, arity, first_numel, input_f32, random_f32, rows_last};
+use super::{
+    GpuValue, OpCase, OpDef, all_f32, arity, first_numel, input_f32, random_f32, rows_last,
+};
+use crate::backend::gpu::kernels::elementwise_grad as kernel;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -53,6 +57,24 @@ pub(crate) fn eval_row_grad(
     let mut dx = vec![0f32; y.len()];
     kernel(rows, cols, y, dy, &mut dx)?;
     Ok(vec![super::tensor_f32(inputs[0].dims(), dx)?])
+}
+
+/// `record_gpu` shared by the two softmax gradients: the row kernel over `[rows, last axis]`
+/// (`log` selects log-softmax).
+pub(crate) fn record_row_grad(
+    op: &'static str,
+    log: bool,
+    gpu: &GpuContext,
+    rec: &mut Recorder<'_>,
+    inputs: &[GpuValue<'_>],
+    outputs: &[GpuValue<'_>],
+) -> Result<()> {
+    let (&[y, dy], &[dx]) = (inputs, outputs) else {
+        return Err(super::exec_err(op, "expects inputs [y, dy] and one output"));
+    };
+    let (rows, cols) = rows_last("y", y.dims()).map_err(|reason| super::exec_err(op, reason))?;
+    let p = kernel::SoftmaxGrad::new(rows, cols, log);
+    kernel::record_softmax_grad::<f32>(gpu, rec, y.buffer, dy.buffer, dx.buffer, &p)
 }
 
 /// The threaded row-gradient signature of `spore_kernels_cpu::softmax::{softmax_grad,
@@ -151,6 +173,20 @@ impl OpDef for SoftmaxGrad {
     fn flops(&self, inputs: &[&TensorFact]) -> u64 {
         // A dot product and a multiply-subtract per element.
         4 * first_numel(inputs)
+    }
+
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        infer_row_grad(inputs).map(|_| ())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        record_row_grad(Self::NAME, false, gpu, rec, inputs, outputs)
     }
 }
 

@@ -3,11 +3,10 @@
 //! `[0, classes)` fails at run time). The output is a rank-0 scalar.
 
 use super::softmax_cross_entropy::rows_classes;
+use super::{GpuValue, gpu_arg};
 use super::{OpCase, OpDef, first_numel, input_f32, random_f32};
-use crate::backend::gpu::GpuContext;
-use crate::backend::gpu::kernels::{
-    binary as gpu_binary, reduce as gpu_reduce, softmax as gpu_softmax, unary,
-};
+use crate::backend::gpu::kernels::loss as gpu_loss;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::Result;
 use crate::graph::TensorFact;
 use crate::ops::Attrs;
@@ -65,59 +64,34 @@ impl OpDef for SparseSoftmaxCrossEntropy {
         Ok(vec![Tensor::scalar(loss)])
     }
 
-    /// Composed from the WGSL kernels in one submission: `log_softmax(logits)`, times a
-    /// host-built mask holding `-1/rows` at each row's label (zero elsewhere), summed over
-    /// both axes. Labels are checked on the host first, as the CPU kernels do.
-    fn eval_gpu(&self, gpu: &GpuContext, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        super::infer_eval(self, inputs)?;
-        let logits = input_f32(Self::NAME, inputs, 0)?;
-        let labels = inputs[1].as_slice::<i32>()?;
-        let (rows, classes) =
-            rows_classes(inputs[0].dims()).map_err(|r| super::exec_err(Self::NAME, r))?;
-        let n = logits.len();
-        let weight = (-1.0 / rows as f64) as f32;
-        let mut mask = vec![0f32; n];
-        for (r, &l) in labels.iter().enumerate() {
-            match usize::try_from(l) {
-                Ok(c) if c < classes => mask[r * classes + c] = weight,
-                _ => {
-                    return Err(super::exec_err(
-                        Self::NAME,
-                        format!("label {l} of row {r} is outside [0, {classes})"),
-                    ));
-                }
-            }
+    /// f32 logits and i32 labels; one row-wise kernel and a deterministic sum. A label
+    /// outside `[0, classes)` gives a NaN loss (a shader cannot raise an error; the CPU paths
+    /// refuse such labels).
+    fn gpu_support(&self, inputs: &[&TensorFact]) -> std::result::Result<(), String> {
+        self.infer(inputs)?;
+        let n = inputs[0].numel();
+        if u32::try_from(n).is_err() {
+            return Err(format!(
+                "{n} logits: 2^32 or more (the shaders index with u32)"
+            ));
         }
-        let shape = vec![rows, classes];
-        let lsm = gpu_softmax::Softmax::new(rows, classes, true);
-        let mul = gpu_binary::Binary {
-            op: spore_kernels_cpu::reference::binary::BinaryOp::Mul,
-            a_shape: shape.clone(),
-            b_shape: shape.clone(),
-            knobs: gpu_binary::Knobs::default(),
-        };
-        let sum = gpu_reduce::Reduce {
-            shape,
-            axes: vec![0, 1],
-            mean: false,
-            knobs: gpu_reduce::Knobs::default(),
-        };
-        let xb = unary::upload(gpu, "logits", logits)?;
-        let mb = unary::upload(gpu, "mask", &mask)?;
-        let lb = unary::output::<f32>(gpu, "log_softmax", n)?;
-        let pb = unary::output::<f32>(gpu, "picked", n)?;
-        let yb = unary::output::<f32>(gpu, "loss", 1)?;
-        let mut rec = gpu.recorder();
-        gpu_softmax::record::<f32>(gpu, &mut rec, &xb, &lb, &lsm)?;
-        gpu_binary::record::<f32>(gpu, &mut rec, &lb, &mb, &pb, &mul)?;
-        gpu_reduce::record::<f32>(gpu, &mut rec, &pb, &yb, &sum)?;
-        rec.submit()?;
-        let y = unary::read::<f32>(gpu, &yb, 1)?;
-        let loss = y
-            .first()
-            .copied()
-            .ok_or_else(|| super::exec_err(Self::NAME, "the GPU returned no loss"))?;
-        Ok(vec![Tensor::scalar(loss)])
+        Ok(())
+    }
+
+    fn record_gpu(
+        &self,
+        gpu: &GpuContext,
+        rec: &mut Recorder<'_>,
+        inputs: &[GpuValue<'_>],
+        outputs: &[GpuValue<'_>],
+    ) -> Result<()> {
+        let logits = gpu_arg(Self::NAME, inputs, 0, "input")?;
+        let labels = gpu_arg(Self::NAME, inputs, 1, "input")?;
+        let y = gpu_arg(Self::NAME, outputs, 0, "output")?;
+        let (rows, classes) =
+            rows_classes(logits.dims()).map_err(|reason| super::exec_err(Self::NAME, reason))?;
+        let p = gpu_loss::Loss::new(gpu_loss::LossKind::SparseSoftmaxCrossEntropy, rows, classes);
+        gpu_loss::record::<f32>(gpu, rec, logits.buffer, labels.buffer, y.buffer, &p)
     }
 
     fn attrs(&self) -> Attrs {

@@ -54,6 +54,10 @@ struct Inner {
     gpu: Option<(Arc<GpuContext>, Precision)>,
     cpu_threads: usize,
     notes: Vec<String>,
+    /// Whether the GPU comes before the CPU in the priority list.
+    gpu_first: bool,
+    /// Validation mode: every node's output is checked against the reference.
+    validate: bool,
 }
 
 /// The validated device configuration. Clone it freely: clones share the opened GPU.
@@ -66,6 +70,7 @@ pub struct Context {
 #[derive(Debug, Clone, Default)]
 pub struct ContextBuilder {
     devices: Vec<Device>,
+    validate: bool,
 }
 
 impl ContextBuilder {
@@ -73,6 +78,16 @@ impl ContextBuilder {
     /// resort.
     pub fn devices(mut self, devices: impl IntoIterator<Item = Device>) -> Self {
         self.devices = devices.into_iter().collect();
+        self
+    }
+
+    /// Validation mode: every node's output (CPU or GPU) is compared with the reference on
+    /// the same inputs; the worst relative error per node is kept
+    /// (`Session::validation_report`), and a mismatch beyond the node's tolerance (1e-4 on
+    /// the GPU, 1e-5 on the CPU, 1e-4 for CPU convolutions) fails the run naming the node.
+    /// Slow: every node runs twice and GPU segments submit node by node.
+    pub fn validate(mut self, on: bool) -> Self {
+        self.validate = on;
         self
     }
 
@@ -92,6 +107,8 @@ impl ContextBuilder {
             .map(|n| n.get())
             .unwrap_or(1);
         let mut seen_cpu = false;
+        // The GPU is preferred unless the CPU is listed before it.
+        let mut gpu_first = true;
         for device in &devices {
             match device {
                 Device::Cpu(o) => {
@@ -103,6 +120,9 @@ impl ContextBuilder {
                     }
                     if seen_cpu {
                         return Err(Error::invalid_param("devices", "the CPU is listed twice"));
+                    }
+                    if gpu.is_none() {
+                        gpu_first = false;
                     }
                     seen_cpu = true;
                     cpu_threads = o.threads;
@@ -120,6 +140,7 @@ impl ContextBuilder {
                         adapter: o.adapter.clone(),
                         power_preference: o.power_preference,
                         allow_software: o.allow_software,
+                        ..AdapterOptions::default()
                     };
                     match GpuContext::new(&opts) {
                         Ok(g) => {
@@ -159,6 +180,8 @@ impl ContextBuilder {
                 gpu,
                 cpu_threads,
                 notes,
+                gpu_first,
+                validate: self.validate,
             }),
         })
     }
@@ -177,6 +200,8 @@ impl Context {
                 gpu: None,
                 cpu_threads: 1,
                 notes: vec![],
+                gpu_first: false,
+                validate: false,
             }),
         }
     }
@@ -194,6 +219,30 @@ impl Context {
     /// CPU worker threads.
     pub fn cpu_threads(&self) -> usize {
         self.inner.cpu_threads
+    }
+
+    /// Whether the GPU (if any) comes before the CPU in the priority list.
+    pub fn prefers_gpu(&self) -> bool {
+        self.inner.gpu.is_some() && self.inner.gpu_first
+    }
+
+    /// This context (sharing its opened GPU) with validation mode on or off.
+    pub fn with_validate(&self, on: bool) -> Context {
+        let i = &self.inner;
+        Context {
+            inner: Arc::new(Inner {
+                gpu: i.gpu.clone(),
+                cpu_threads: i.cpu_threads,
+                notes: i.notes.clone(),
+                gpu_first: i.gpu_first,
+                validate: on,
+            }),
+        }
+    }
+
+    /// Whether validation mode is on (see [`ContextBuilder::validate`]).
+    pub fn validate(&self) -> bool {
+        self.inner.validate
     }
 
     /// Why devices were skipped while building.

@@ -1,7 +1,8 @@
 //! What a user touches: [`Context`] (devices), [`Model`] (a verified graph), [`Session`]
 //! (buffers and runs), and [`RunObserver`] callbacks.
 //!
-//! Until the planner lands, a session executes nodes in order on the CPU reference kernels.
+//! A session runs a [`crate::plan::Plan`]: fused, partitioned between the GPU and the CPU,
+//! memory-planned.
 
 mod context;
 mod observer;

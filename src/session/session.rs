@@ -4,11 +4,18 @@
 //! run started (from another thread) while one is in progress fails with
 //! [`Error::Reentrant`] (-102) instead of blocking or racing. Inputs are checked against the
 //! graph before anything is touched; a failed or stopped run leaves the session usable.
+//!
+//! `Session::new` builds a [`Plan`] (fusion, placement, segments, memory plan; weights a GPU
+//! segment reads are uploaded once) and `run` executes it. When a GPU segment fails with a
+//! lost device or out of memory, the session re-plans on the CPU alone and runs again: the
+//! caller's inputs and the model's weights are only ever read, so they are intact.
 
 use super::context::Context;
-use super::observer::{Flow, NodeInfo, RunObserver};
-use crate::error::{Error, Result};
+use super::observer::RunObserver;
+use crate::error::{Error, GpuErrorKind, Result};
 use crate::graph::{Graph, GraphBuilder, ValueId, ValueKind};
+use crate::plan::exec::{Slots, execute, is_gpu_fault};
+use crate::plan::{NodeValidation, Plan, PlanOptions, RunStats};
 use crate::tensor::Tensor;
 use std::sync::{Arc, Mutex, TryLockError};
 
@@ -54,6 +61,12 @@ impl RunObserver for NoObserver {}
 #[derive(Default)]
 struct RunState {
     outputs: Vec<Tensor>,
+    /// GPU buffer slots of the current plan.
+    slots: Slots,
+    /// GPU buffer slots of the observed (unfused) plan.
+    observed_slots: Slots,
+    stats: RunStats,
+    validation: Vec<NodeValidation>,
 }
 
 /// A model bound to a context, with its input and output tensors.
@@ -61,6 +74,13 @@ pub struct Session {
     ctx: Context,
     graph: Arc<Graph>,
     inputs: Vec<Tensor>,
+    options: PlanOptions,
+    plan: Mutex<Arc<Plan>>,
+    /// The unfused plan `run_with` executes, so observers see the model's own nodes; built at
+    /// the first observed run (the same as `plan` when fusion is off).
+    observed: Mutex<Option<Arc<Plan>>>,
+    /// Test hook: the next GPU segment fails with this.
+    fault: Mutex<Option<GpuErrorKind>>,
     state: Mutex<RunState>,
 }
 
@@ -77,21 +97,70 @@ fn zeros_for(graph: &Graph, id: ValueId) -> Result<Tensor> {
     Tensor::zeros(v.fact.dtype, &v.fact.shape)
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Held only for a pointer swap or a flag: a panic elsewhere cannot leave them torn.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Plans `graph`; a GPU that faults while the plan uploads its weights leaves a CPU plan.
+fn make_plan(graph: &Graph, ctx: &Context, opts: &PlanOptions) -> Result<Plan> {
+    match Plan::new(graph, ctx, opts) {
+        Err(e) if is_gpu_fault(&e) => {
+            log::warn!("GPU failed while planning ({e}); planning on the CPU");
+            Plan::cpu_only(graph, ctx, opts)
+        }
+        other => other,
+    }
+}
+
 impl Session {
     /// A session running `model` on `ctx`'s devices.
     pub fn new(ctx: &Context, model: &Model) -> Result<Session> {
+        Session::with_options(ctx, model, PlanOptions::default())
+    }
+
+    /// A session with planner options (ops denied on the GPU, the island rule, fusion).
+    pub fn with_options(ctx: &Context, model: &Model, options: PlanOptions) -> Result<Session> {
         let graph = Arc::clone(&model.graph);
         let inputs = graph
             .inputs()
             .iter()
             .map(|&id| zeros_for(&graph, id))
             .collect::<Result<_>>()?;
+        let plan = make_plan(&graph, ctx, &options)?;
         Ok(Session {
             ctx: ctx.clone(),
             graph,
             inputs,
+            options,
+            plan: Mutex::new(Arc::new(plan)),
+            observed: Mutex::new(None),
+            fault: Mutex::new(None),
             state: Mutex::new(RunState::default()),
         })
+    }
+
+    /// The plan the next run executes (after a GPU fault: the all-CPU plan).
+    pub fn plan(&self) -> Arc<Plan> {
+        Arc::clone(&lock(&self.plan))
+    }
+
+    /// What the last run did per segment (dispatches, submits, transfers, time).
+    pub fn run_stats(&self) -> Result<RunStats> {
+        Ok(self.lock_state()?.stats.clone())
+    }
+
+    /// Validation mode's report: the worst relative error per node against the reference
+    /// over the runs so far (empty unless the context validates).
+    pub fn validation_report(&self) -> Result<Vec<NodeValidation>> {
+        Ok(self.lock_state()?.validation.clone())
+    }
+
+    /// Test hook: the next GPU segment run fails with `kind` (e.g. device lost), as a real
+    /// fault would.
+    #[doc(hidden)]
+    pub fn inject_gpu_fault(&self, kind: GpuErrorKind) {
+        *lock(&self.fault) = Some(kind);
     }
 
     /// A session straight from a model buffer (MindSpore Lite's `CreateSession(model_buf)`).
@@ -181,17 +250,111 @@ impl Session {
             })
     }
 
-    /// Runs the model on the current inputs.
+    /// Runs the model on the current inputs (the fused plan).
     pub fn run(&self) -> Result<()> {
-        self.run_with(&mut NoObserver)
+        self.run_observed(&mut NoObserver, false)
     }
 
-    /// Runs the model, calling `observer` around every node.
+    /// Runs the model, calling `observer` around every node of the model (an unfused plan,
+    /// so observers see the model's own nodes; in the plan's execution order,
+    /// `NodeInfo::device` saying where each ran).
     pub fn run_with(&self, observer: &mut dyn RunObserver) -> Result<()> {
+        self.run_observed(observer, self.options.fuse)
+    }
+
+    fn run_observed(&self, observer: &mut dyn RunObserver, unfused: bool) -> Result<()> {
         let mut state = self.lock_state()?;
         self.check_inputs()?;
-        let outputs = execute(&self.ctx, &self.graph, &self.inputs, observer)?;
+        let opts = PlanOptions {
+            fuse: self.options.fuse && !unfused,
+            ..self.options.clone()
+        };
+        let plan = if unfused {
+            let mut o = lock(&self.observed);
+            match &*o {
+                Some(p) => Arc::clone(p),
+                None => {
+                    let p = Arc::new(make_plan(&self.graph, &self.ctx, &opts)?);
+                    *o = Some(Arc::clone(&p));
+                    p
+                }
+            }
+        } else {
+            self.plan()
+        };
+        match self.run_plan(&plan, &mut state, observer, unfused) {
+            Err(e) if is_gpu_fault(&e) && plan.gpu().is_some() => {
+                log::warn!("GPU segment failed ({e}); re-planning on the CPU and running again");
+                let cpu = Arc::new(Plan::cpu_only(&self.graph, &self.ctx, &opts)?);
+                if unfused {
+                    *lock(&self.observed) = Some(Arc::clone(&cpu));
+                    state.observed_slots = Slots::default();
+                } else {
+                    *lock(&self.plan) = Arc::clone(&cpu);
+                    state.slots = Slots::default();
+                }
+                // The device is gone for the other plan too: it re-plans at its next run.
+                self.run_plan(&cpu, &mut state, observer, unfused)?;
+                state.stats.fell_back_to_cpu = true;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn run_plan(
+        &self,
+        plan: &Plan,
+        state: &mut RunState,
+        observer: &mut dyn RunObserver,
+        unfused: bool,
+    ) -> Result<()> {
+        let pg = plan.graph();
+        // The plan's graph (fused) keeps input and output names.
+        let inputs = pg
+            .inputs()
+            .iter()
+            .map(|&id| {
+                let name = &pg.value(id)?.name;
+                self.graph
+                    .inputs()
+                    .iter()
+                    .position(|&i| self.graph.value(i).is_ok_and(|v| &v.name == name))
+                    .and_then(|p| self.inputs.get(p))
+                    .ok_or_else(|| Error::Missing {
+                        what: format!("input tensor `{name}`"),
+                    })
+            })
+            .collect::<Result<Vec<&Tensor>>>()?;
+        let RunState {
+            slots,
+            observed_slots,
+            validation,
+            ..
+        } = state;
+        let (outs, stats) = execute(
+            plan,
+            if unfused { observed_slots } else { slots },
+            &inputs,
+            observer,
+            self.ctx.validate(),
+            validation,
+            &self.fault,
+        )?;
+        let mut outputs = Vec::with_capacity(self.graph.outputs().len());
+        for (k, &id) in self.graph.outputs().iter().enumerate() {
+            let name = &self.graph.value(id)?.name;
+            let pos = pg
+                .outputs()
+                .iter()
+                .position(|&o| pg.value(o).is_ok_and(|v| &v.name == name))
+                .unwrap_or(k);
+            outputs.push(outs.get(pos).cloned().ok_or_else(|| Error::Missing {
+                what: format!("output `{name}` of the plan"),
+            })?);
+        }
         state.outputs = outputs;
+        state.stats = stats;
         Ok(())
     }
 
@@ -284,132 +447,22 @@ impl Session {
             .iter()
             .map(|&id| zeros_for(&graph, id))
             .collect::<Result<Vec<_>>>()?;
+        let plan = make_plan(&graph, &self.ctx, &self.options)?;
         drop(_guard);
         self.graph = Arc::new(graph);
         self.inputs = inputs;
+        *self
+            .plan
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(plan);
+        *self
+            .observed
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         *self
             .state
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = RunState::default();
         Ok(())
-    }
-}
-
-/// Where one node runs: the GPU when the context has one and the op has a WGSL kernel, else
-/// the tuned CPU kernels. (Per-node placement with a host round trip per GPU node; the planner
-/// replaces this with fused, buffer-resident GPU segments.)
-fn eval_node(
-    ctx: &Context,
-    op: &crate::ops::Op,
-    ins: &[&Tensor],
-) -> (Result<Vec<Tensor>>, &'static str) {
-    if let Some(gpu) = ctx.gpu() {
-        match op.eval_gpu(gpu, ins) {
-            Err(Error::NotSupported { .. }) => {}
-            other => return (other, "gpu"),
-        }
-    }
-    (op.eval_cpu(ins, ctx.cpu_threads()), "cpu")
-}
-
-/// The simple executor: every node in order, each on the device [`eval_node`] picks.
-fn execute(
-    ctx: &Context,
-    graph: &Graph,
-    inputs: &[Tensor],
-    observer: &mut dyn RunObserver,
-) -> Result<Vec<Tensor>> {
-    let mut computed: Vec<Option<Tensor>> = vec![None; graph.values().len()];
-    let want = observer.wants_tensors();
-    for (index, node) in graph.nodes().iter().enumerate() {
-        let device = if ctx.gpu().is_some() { "gpu" } else { "cpu" };
-        let info = NodeInfo {
-            name: &node.name,
-            op: node.op.name(),
-            index,
-            device,
-        };
-        let ins: Vec<&Tensor> = node
-            .inputs
-            .iter()
-            .map(|&id| value_ref(graph, inputs, &computed, id))
-            .collect::<Result<_>>()?;
-        if observer.before(&info, if want { &ins } else { &[] }) == Flow::Stop {
-            return Err(Error::Stopped {
-                node: node.name.clone(),
-            });
-        }
-        let (outs, ran_on) = eval_node(ctx, &node.op, &ins);
-        let info = NodeInfo {
-            device: ran_on,
-            ..info
-        };
-        let outs = outs.map_err(|e| match e {
-            Error::OpExecution { op, reason, .. } => Error::OpExecution {
-                op,
-                node: node.name.clone(),
-                reason,
-            },
-            other => Error::OpExecution {
-                op: node.op.name().into(),
-                node: node.name.clone(),
-                reason: other.to_string(),
-            },
-        })?;
-        if outs.len() != node.outputs.len() {
-            return Err(Error::OpExecution {
-                op: node.op.name().into(),
-                node: node.name.clone(),
-                reason: format!(
-                    "produced {} outputs, expected {}",
-                    outs.len(),
-                    node.outputs.len()
-                ),
-            });
-        }
-        let out_refs: Vec<&Tensor> = outs.iter().collect();
-        let flow = observer.after(&info, if want { &out_refs } else { &[] });
-        for (&id, t) in node.outputs.iter().zip(outs) {
-            if let Some(slot) = computed.get_mut(id.0) {
-                *slot = Some(t);
-            }
-        }
-        if flow == Flow::Stop {
-            return Err(Error::Stopped {
-                node: node.name.clone(),
-            });
-        }
-    }
-    graph
-        .outputs()
-        .iter()
-        .map(|&id| value_ref(graph, inputs, &computed, id).cloned())
-        .collect()
-}
-
-fn value_ref<'a>(
-    graph: &'a Graph,
-    inputs: &'a [Tensor],
-    computed: &'a [Option<Tensor>],
-    id: ValueId,
-) -> Result<&'a Tensor> {
-    let v = graph.value(id)?;
-    let missing = || Error::Missing {
-        what: format!("value `{}`", v.name),
-    };
-    match &v.kind {
-        ValueKind::Constant { data, .. } => Ok(data),
-        ValueKind::Input => {
-            let pos = graph
-                .inputs()
-                .iter()
-                .position(|&i| i == id)
-                .ok_or_else(missing)?;
-            inputs.get(pos).ok_or_else(missing)
-        }
-        ValueKind::Output { .. } => computed
-            .get(id.0)
-            .and_then(|t| t.as_ref())
-            .ok_or_else(missing),
     }
 }

@@ -13,11 +13,16 @@
 //! 5. Dead backward nodes (e.g. the input gradient of the first convolution, which nothing
 //!    needs) are pruned.
 //!
-//! Outputs of the training graph, in order: the loss, the forward outputs, then one gradient
-//! per trainable parameter (`grad/<name>`).
+//! In training mode (the default, [`BuildOptions`]) each `batch_norm` whose running statistics
+//! are model constants becomes `batch_norm_train`: the statistics turn into graph inputs
+//! ("buffers") and their updated values into outputs, which the trainer commits after a step.
+//!
+//! Outputs of the training graph, in order: the loss, the forward outputs, one gradient per
+//! trainable parameter (`grad/<name>`), then the updated buffers.
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, GraphBuilder, ValueId, ValueKind};
+use crate::ops::batch_norm_train::BatchNormTrain;
 use crate::ops::binary::{Binary, BinaryKind};
 use crate::ops::{GradContext, Op};
 use crate::tensor::{DType, Tensor};
@@ -74,6 +79,44 @@ pub struct ParamSlot {
     pub grad_output: usize,
 }
 
+/// One non-trained state tensor the training graph updates: a batch norm's running mean or
+/// variance (an input fed each step; its new value an output the trainer commits).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BufferSlot {
+    /// The buffer's name (as in the model).
+    pub name: String,
+    /// Its initial value (from the model).
+    pub init: Tensor,
+    /// Its position among the training graph's inputs.
+    pub input: usize,
+    /// Its updated value's position among the training graph's outputs.
+    pub output: usize,
+}
+
+/// How forward ops behave in the training graph.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BuildOptions {
+    /// Batch norm normalises with batch statistics and updates its running statistics
+    /// (PyTorch's `model.train()`), wherever those statistics are constants of the model.
+    /// `false` keeps them frozen (inference-mode batch norm, e.g. a frozen backbone).
+    pub batch_norm_train: bool,
+    /// Weight of the batch statistic in the running-stat update (PyTorch's `momentum`).
+    pub batch_norm_momentum: f64,
+    /// Dropout drops (PyTorch's `model.train()`), with a mask that changes every step: each
+    /// dropout node gets the graph input `train/step` (i32, the steps already taken).
+    pub dropout_train: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            batch_norm_train: true,
+            batch_norm_momentum: 0.1,
+            dropout_train: true,
+        }
+    }
+}
+
 /// The training graph and where everything is in it.
 #[derive(Debug, Clone)]
 pub struct TrainGraph {
@@ -89,11 +132,54 @@ pub struct TrainGraph {
     pub forward_outputs: usize,
     /// The trainable parameters.
     pub params: Vec<ParamSlot>,
+    /// Running statistics updated by training-mode batch norm.
+    pub buffers: Vec<BufferSlot>,
+    /// The i32 scalar input holding the steps already taken (dropout masks), if any node
+    /// reads it.
+    pub step_input: Option<String>,
 }
 
 /// Builds the training graph of `forward` (whose first output is the prediction) with `loss`,
-/// training the parameters `trainable` accepts (by name).
+/// training the parameters `trainable` accepts (by name), with the default [`BuildOptions`].
 pub fn build(forward: &Graph, loss: Loss, trainable: &dyn Fn(&str) -> bool) -> Result<TrainGraph> {
+    build_with(forward, loss, trainable, BuildOptions::default())
+}
+
+/// The running statistics (inputs 1 and 2) of every `batch_norm` whose statistics are
+/// constants: they become buffers in training mode.
+fn batch_norm_buffers(forward: &Graph) -> Vec<ValueId> {
+    let mut ids = Vec::new();
+    for node in forward.nodes() {
+        if !matches!(node.op, Op::BatchNorm(_)) {
+            continue;
+        }
+        let stats = [node.inputs.get(1), node.inputs.get(2)];
+        let constant = |id: Option<&ValueId>| {
+            id.and_then(|&id| forward.value(id).ok())
+                .is_some_and(|v| matches!(v.kind, ValueKind::Constant { .. }))
+        };
+        if stats.iter().all(|&id| constant(id)) {
+            ids.extend(stats.into_iter().flatten().copied());
+        }
+    }
+    ids
+}
+
+/// [`build`] with explicit options.
+pub fn build_with(
+    forward: &Graph,
+    loss: Loss,
+    trainable: &dyn Fn(&str) -> bool,
+    opts: BuildOptions,
+) -> Result<TrainGraph> {
+    let buffer_ids = if opts.batch_norm_train {
+        batch_norm_buffers(forward)
+    } else {
+        Vec::new()
+    };
+    let mut buffers: Vec<BufferSlot> = Vec::new();
+    // (buffer name, updated value name) pairs, resolved to positions after pruning.
+    let mut buffer_updates: Vec<(String, ValueId)> = Vec::new();
     let pred_old = *forward.outputs().first().ok_or_else(|| Error::Missing {
         what: "a model output to train".into(),
     })?;
@@ -111,6 +197,17 @@ pub fn build(forward: &Graph, loss: Loss, trainable: &dyn Fn(&str) -> bool) -> R
     }
     for (i, v) in forward.values().iter().enumerate() {
         if let ValueKind::Constant { data, trainable: t } = &v.kind {
+            if buffer_ids.contains(&ValueId(i)) {
+                let id = b.input(&v.name, v.fact.dtype, &v.fact.shape)?;
+                buffers.push(BufferSlot {
+                    name: v.name.clone(),
+                    init: (**data).clone(),
+                    input: 0, // fixed below
+                    output: 0,
+                });
+                map[i] = Some(id);
+                continue;
+            }
             // Only float parameters the model marks trainable (or any float constant the
             // predicate names explicitly) are trained.
             let train = *t && v.fact.dtype == DType::F32 && trainable(&v.name);
@@ -142,13 +239,59 @@ pub fn build(forward: &Graph, loss: Loss, trainable: &dyn Fn(&str) -> bool) -> R
     };
     // Forward nodes, remembering which need a backward pass.
     let mut fwd_nodes = Vec::new();
+    let mut step_input: Option<(String, ValueId)> = None;
     for node in forward.nodes() {
-        let ins = node
+        let mut ins = node
             .inputs
             .iter()
             .map(|&id| lookup(&map, id))
             .collect::<Result<Vec<_>>>()?;
-        let outs = b.node(&node.name, node.op.clone(), &ins)?;
+        // Training-mode dropout, its mask stream advanced by the step input.
+        let mut op = node.op.clone();
+        if let Op::Dropout(d) = &node.op
+            && opts.dropout_train
+            && ins.len() == 1
+        {
+            let step = match &step_input {
+                Some((_, id)) => *id,
+                None => {
+                    let name = unique(&b, "train/step");
+                    let id = b.input(&name, DType::I32, &[])?;
+                    step_input = Some((name, id));
+                    id
+                }
+            };
+            ins.push(step);
+            op = Op::Dropout(crate::ops::dropout::Dropout {
+                training: true,
+                ..d.clone()
+            });
+        }
+        let bn_train = match &node.op {
+            Op::BatchNorm(bn)
+                if node.inputs.len() == 5
+                    && buffer_ids.contains(&node.inputs[1])
+                    && buffer_ids.contains(&node.inputs[2]) =>
+            {
+                Some(BatchNormTrain {
+                    eps: bn.eps,
+                    momentum: opts.batch_norm_momentum,
+                })
+            }
+            _ => None,
+        };
+        // The op the training graph runs (and whose gradient rule the reverse walk calls).
+        if let Some(bn) = bn_train {
+            op = Op::BatchNormTrain(bn);
+        }
+        let outs = b.node(&node.name, op.clone(), &ins)?;
+        if matches!(op, Op::BatchNormTrain(_))
+            && let [_, new_mean, new_var] = outs[..]
+        {
+            for (buf, new) in [(node.inputs[1], new_mean), (node.inputs[2], new_var)] {
+                buffer_updates.push((forward.value(buf)?.name.clone(), new));
+            }
+        }
         let any = ins.iter().any(|i| needs.get(i).copied().unwrap_or(false));
         for (&old, &new) in node.outputs.iter().zip(&outs) {
             map[old.0] = Some(new);
@@ -156,7 +299,7 @@ pub fn build(forward: &Graph, loss: Loss, trainable: &dyn Fn(&str) -> bool) -> R
                 needs.insert(new, true);
             }
         }
-        fwd_nodes.push((node.name.clone(), node.op.clone(), ins, outs, any));
+        fwd_nodes.push((node.name.clone(), op, ins, outs, any));
     }
     let pred = lookup(&map, pred_old)?;
     let pred_fact = b.fact(pred)?.clone();
@@ -279,6 +422,14 @@ pub fn build(forward: &Graph, loss: Loss, trainable: &dyn Fn(&str) -> bool) -> R
         b.output(g)?;
         grad_ids.push(g);
     }
+    // A buffer updated by several nodes (a shared batch norm) keeps the last update.
+    let mut update_names: Vec<(String, String)> = Vec::new();
+    for (buf, new) in &buffer_updates {
+        b.output(*new)?;
+        let name = b.value_name(*new)?;
+        update_names.retain(|(n, _)| n != buf);
+        update_names.push((buf.clone(), name));
+    }
     // Positions are looked up by name after pruning (ids change; an output listed twice
     // appears once).
     let grad_names: Vec<String> = grad_ids
@@ -308,6 +459,21 @@ pub fn build(forward: &Graph, loss: Loss, trainable: &dyn Fn(&str) -> bool) -> R
         p.input = input_pos(&p.name)?;
         p.grad_output = output_pos(gname)?;
     }
+    // A buffer no batch norm updates any more (pruned) stays out of the slots.
+    buffers.retain(|buf| update_names.iter().any(|(n, _)| n == &buf.name));
+    for buf in &mut buffers {
+        buf.input = input_pos(&buf.name)?;
+        let new = update_names
+            .iter()
+            .find(|(n, _)| n == &buf.name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default();
+        buf.output = output_pos(new)?;
+    }
+    // A step input nothing reads any more was pruned away.
+    let step_input = step_input
+        .map(|(name, _)| name)
+        .filter(|name| graph.value_by_name(name).is_some());
     Ok(TrainGraph {
         graph,
         data_inputs,
@@ -315,6 +481,8 @@ pub fn build(forward: &Graph, loss: Loss, trainable: &dyn Fn(&str) -> bool) -> R
         loss_output: 0,
         forward_outputs,
         params,
+        buffers,
+        step_input,
     })
 }
 

@@ -5,5 +5,5 @@
 pub mod autograd;
 mod session;
 
-pub use autograd::{Loss, ParamSlot, TrainGraph};
+pub use autograd::{BufferSlot, BuildOptions, Loss, ParamSlot, TrainGraph};
 pub use session::{Optimizer, Schedule, TrainConfig, TrainSession, Trainable};

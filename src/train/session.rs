@@ -8,7 +8,7 @@
 //! step's loss and every new parameter are checked finite, so a diverging step leaves the last
 //! good weights intact and names the first node that produced a non-finite value.
 
-use super::autograd::{self, Loss, TrainGraph};
+use super::autograd::{self, BuildOptions, Loss, TrainGraph};
 use crate::error::{Error, Result};
 use crate::format::StateEntry;
 use crate::graph::{Graph, GraphBuilder};
@@ -248,6 +248,9 @@ pub struct TrainConfig {
     pub trainable: Trainable,
     /// Learning-rate schedule.
     pub schedule: Schedule,
+    /// How forward ops train: batch norm with batch statistics and running-stat momentum
+    /// (the default, as PyTorch's `model.train()`), or frozen statistics.
+    pub build: BuildOptions,
 }
 
 impl Default for TrainConfig {
@@ -257,6 +260,7 @@ impl Default for TrainConfig {
             optimizer: Optimizer::momentum(0.01, 0.9),
             trainable: Trainable::All,
             schedule: Schedule::Constant,
+            build: BuildOptions::default(),
         }
     }
 }
@@ -281,6 +285,9 @@ pub struct TrainSession {
     slots: Vec<Slot>,
     params: Vec<Tensor>,
     state: Vec<Vec<Tensor>>,
+    /// Current values of the graph's buffers (batch norm running statistics), in
+    /// `train.buffers` order.
+    buffers: Vec<Tensor>,
     step: u64,
     config: TrainConfig,
     lr_override: Option<f32>,
@@ -325,7 +332,12 @@ impl TrainSession {
     pub fn new(ctx: &Context, model: &Model, config: TrainConfig) -> Result<TrainSession> {
         let forward = model.graph().clone();
         let trainable = config.trainable.clone();
-        let tg = autograd::build(&forward, config.loss, &|n| trainable.accepts(n))?;
+        let tg = autograd::build_with(
+            &forward,
+            config.loss,
+            &|n| trainable.accepts(n),
+            config.build,
+        )?;
         if tg.params.is_empty() {
             return Err(Error::invalid_param(
                 "trainable",
@@ -337,8 +349,20 @@ impl TrainSession {
         let mut b: GraphBuilder = tg.graph.clone().into_builder();
         let lr_input = fresh(&b, "optimizer/lr");
         let lr = b.input(&lr_input, DType::F32, &[])?;
-        let step_input = fresh(&b, "optimizer/step");
-        let step = b.input(&step_input, DType::I32, &[])?;
+        // One step input serves the optimizers and the dropout masks.
+        let (step_input, step) = match &tg.step_input {
+            Some(name) => (
+                name.clone(),
+                b.value_id(name).ok_or_else(|| Error::Missing {
+                    what: format!("input `{name}`"),
+                })?,
+            ),
+            None => {
+                let name = fresh(&b, "optimizer/step");
+                let id = b.input(&name, DType::I32, &[])?;
+                (name, id)
+            }
+        };
         let mut pending = Vec::new();
         for p in &tg.params {
             let pid = b.value_id(&p.name).ok_or_else(|| Error::Missing {
@@ -412,6 +436,28 @@ impl TrainSession {
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
+        let buffers: Vec<Tensor> = tg.buffers.iter().map(|b| b.init.clone()).collect();
+        // Buffer output positions move when the optimizer's outputs are appended: look them
+        // up by name again.
+        let mut tg = tg;
+        for buf in &mut tg.buffers {
+            let name = tg
+                .graph
+                .outputs()
+                .get(buf.output)
+                .and_then(|&o| tg.graph.value(o).ok())
+                .map(|v| v.name.clone())
+                .ok_or_else(|| Error::Missing {
+                    what: format!("update of buffer `{}`", buf.name),
+                })?;
+            buf.output = graph
+                .outputs()
+                .iter()
+                .position(|&o| graph.value(o).is_ok_and(|v| v.name == name))
+                .ok_or_else(|| Error::Missing {
+                    what: format!("training output `{name}`"),
+                })?;
+        }
         let train = TrainGraph { graph, ..tg };
         let session = Session::new(ctx, &Model::from_graph(train.graph.clone()))?;
         Ok(TrainSession {
@@ -422,6 +468,7 @@ impl TrainSession {
             slots,
             params,
             state,
+            buffers,
             step: 0,
             config,
             lr_override: None,
@@ -439,6 +486,15 @@ impl TrainSession {
     /// Names of the trained parameters, in order.
     pub fn parameter_names(&self) -> Vec<&str> {
         self.slots.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    /// The current value of buffer `name` (a batch norm running statistic).
+    pub fn buffer(&self, name: &str) -> Option<&Tensor> {
+        self.train
+            .buffers
+            .iter()
+            .position(|b| b.name == name)
+            .map(|i| &self.buffers[i])
     }
 
     /// The current value of parameter `name`.
@@ -487,6 +543,28 @@ impl TrainSession {
     /// the loss's targets. Returns the batch loss. On a non-finite loss or parameter the step
     /// is not applied and the error names the first node that produced a non-finite value.
     pub fn step(&mut self, inputs: &[Tensor], labels: &Tensor) -> Result<f32> {
+        self.step_observed(inputs, labels, None)
+    }
+
+    /// [`TrainSession::step`] with per-node callbacks, as [`Session::run_with`]: `observer`
+    /// sees every node of the training graph (forward, loss, backward, updates) before and
+    /// after it runs, with its tensors on request, and may stop the step (`Flow::Stop` gives
+    /// `Error::Stopped`, and nothing is committed).
+    pub fn step_with(
+        &mut self,
+        inputs: &[Tensor],
+        labels: &Tensor,
+        observer: &mut dyn RunObserver,
+    ) -> Result<f32> {
+        self.step_observed(inputs, labels, Some(observer))
+    }
+
+    fn step_observed(
+        &mut self,
+        inputs: &[Tensor],
+        labels: &Tensor,
+        observer: Option<&mut dyn RunObserver>,
+    ) -> Result<f32> {
         if !self.training {
             return Err(Error::invalid_param(
                 "mode",
@@ -522,10 +600,16 @@ impl TrainSession {
                     *s.input_by_tensor_name(name)? = t.clone();
                 }
             }
+            for (buf, t) in self.train.buffers.iter().zip(&self.buffers) {
+                *s.input_by_tensor_name(&buf.name)? = t.clone();
+            }
             *s.input_by_tensor_name(&self.lr_input)? = Tensor::from_vec(&[], vec![lr])?;
             *s.input_by_tensor_name(&self.step_input)? = Tensor::from_vec(&[], vec![step])?;
         }
-        self.session.run()?;
+        match observer {
+            Some(o) => self.session.run_with(o)?,
+            None => self.session.run()?,
+        }
         let outs = self.session.outputs()?;
         let loss = outs
             .get(self.train.loss_output)
@@ -550,6 +634,18 @@ impl TrainSession {
             new_params.push(p);
             new_state.push(it.collect::<Result<Vec<_>>>()?);
         }
+        let new_buffers = self
+            .train
+            .buffers
+            .iter()
+            .map(|buf| {
+                outs.get(buf.output)
+                    .map(|(_, t)| t.clone())
+                    .ok_or_else(|| Error::Missing {
+                        what: format!("update of buffer `{}`", buf.name),
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let finite = loss.is_finite()
             && new_params
                 .iter()
@@ -572,6 +668,7 @@ impl TrainSession {
         }
         self.params = new_params;
         self.state = new_state;
+        self.buffers = new_buffers;
         self.step += 1;
         Ok(loss)
     }
@@ -609,6 +706,9 @@ impl TrainSession {
         let mut g = self.forward.clone();
         for (slot, p) in self.slots.iter().zip(&self.params) {
             g.replace_constant(&slot.name, p.clone())?;
+        }
+        for (buf, t) in self.train.buffers.iter().zip(&self.buffers) {
+            g.replace_constant(&buf.name, t.clone())?;
         }
         Ok(g)
     }
@@ -693,9 +793,15 @@ impl TrainSession {
     }
 
     /// Writes the inference model (current weights, training ops dropped) that `Session`
-    /// loads.
+    /// loads, with the inference rewrites of `plan::fuse` applied: batch norm folded into
+    /// the convolutions, activations fused, identities dropped (checkpoints keep the
+    /// unfused graph, so training can resume from them).
     pub fn export(&self, path: impl AsRef<Path>) -> Result<()> {
-        let bytes = crate::format::save(&self.inference_graph()?)?;
+        let (graph, _) = crate::plan::fuse::fuse(
+            &self.inference_graph()?,
+            &crate::plan::fuse::FuseOptions::inference(),
+        )?;
+        let bytes = crate::format::save(&graph)?;
         write_atomically(path.as_ref(), &bytes)
     }
 
@@ -812,8 +918,25 @@ impl TrainSession {
             .tensors
             .get(1)
             .and_then(|t| t.as_slice::<f32>().ok().and_then(|s| s.first().copied()));
+        let mut buffers = Vec::with_capacity(self.buffers.len());
+        for (buf, cur) in self.train.buffers.iter().zip(&self.buffers) {
+            let t = ck
+                .graph
+                .value_by_name(&buf.name)
+                .and_then(|id| ck.graph.value(id).ok())
+                .and_then(|v| match &v.kind {
+                    crate::graph::ValueKind::Constant { data, .. } => Some((**data).clone()),
+                    _ => None,
+                })
+                .filter(|t| t.dims() == cur.dims() && t.dtype() == cur.dtype())
+                .ok_or_else(|| Error::Missing {
+                    what: format!("buffer `{}` in {}", buf.name, path.display()),
+                })?;
+            buffers.push(t);
+        }
         self.params = params;
         self.state = state;
+        self.buffers = buffers;
         self.step = step as u64;
         self.lr_override = lr;
         Ok(())

@@ -169,6 +169,25 @@ fn conv2d_tiled_matches_reference() {
 }
 
 #[test]
+fn conv2d_rows_matches_reference() {
+    let name = "conv2d/rows/gpu-f32";
+    let Some(g) = gpu(name) else { return };
+    let mut rng = Rng::new(seed(name));
+    for (t, wg) in [64u32, 32].into_iter().enumerate() {
+        println!("{name}: wg {wg}");
+        for i in 0..12 {
+            let p = random_conv(&mut rng);
+            let act = ACTS[(i + t) % ACTS.len()];
+            check_conv(g, &mut rng, p, i % 2 == t, act, Variant::Rows { wg });
+        }
+        for (i, p) in fixed_cases().into_iter().enumerate() {
+            let act = ACTS[(2 * i + 1) % ACTS.len()];
+            check_conv(g, &mut rng, p, i % 2 == 0, act, Variant::Rows { wg });
+        }
+    }
+}
+
+#[test]
 fn conv2d_naive_matches_reference() {
     let name = "conv2d/naive/gpu-f32";
     let Some(g) = gpu(name) else { return };

@@ -130,6 +130,27 @@ fn matmul_tiled_matches_reference() {
 }
 
 #[test]
+fn matmul_rows_matches_reference() {
+    let name = "matmul/rows/gpu-f32";
+    let Some(g) = gpu(name) else { return };
+    let mut rng = Rng::new(seed(name));
+    for &wg in &matmul::ROWS_CANDIDATES[..2] {
+        println!("{name}: wg {wg}");
+        sweep(g, &mut rng, &SHAPES, Variant::Rows { wg });
+    }
+    // Every activation, with and without bias, on a batched shape wider than one workgroup
+    // and taller than one 16-row block.
+    for (i, act) in ACTS.into_iter().enumerate() {
+        let p = MatmulParams {
+            batch: 2,
+            b_batch: 2,
+            ..MatmulParams::new(37, 70, 21)
+        };
+        check(g, &mut rng, p, i % 2 == 1, act, Variant::Rows { wg: 32 });
+    }
+}
+
+#[test]
 fn matmul_small_matches_reference() {
     let name = "matmul/small/gpu-f32";
     let Some(g) = gpu(name) else { return };

@@ -89,3 +89,44 @@ fn bad_arguments_are_errors_not_panics() {
     assert_eq!(ok, vec![1.5, 2.25]);
     g.check_health().unwrap();
 }
+
+#[test]
+fn validation_errors_and_oversized_allocations_are_errors() {
+    let Some(g) = gpu("gpu/errors/validation_and_oom") else {
+        return;
+    };
+    // Oversized: past the adapter's buffer limits, refused before wgpu sees it.
+    let huge = g.adapter().max_buffer_size.saturating_add(4);
+    let e = g.poisoned("huge", huge).unwrap_err();
+    println!("oversized poisoned buffer: {e}");
+    assert!(g.acquire("huge", huge).is_err());
+    // Oversized for wgpu itself: a request wgpu (not our size check) must refuse.
+    let e = g
+        .scoped(|| {
+            g.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("too_big"),
+                size: huge.next_multiple_of(4),
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        })
+        .unwrap_err();
+    println!("oversized wgpu buffer: {e}");
+    // A validation error inside wgpu: binding a uniform-only buffer where the shader wants
+    // storage (bias_add's binding 0), and too few bindings.
+    let pipeline = g.pipeline("bias_add", "f32", &[("WG", 256.0)]).unwrap();
+    let x = g.upload("x", &[0u8; 16]).unwrap();
+    let uniform = g.uniform("params", &[0u32; 4]).unwrap();
+    let mut rec = g.recorder();
+    let e = rec
+        .dispatch(&pipeline, &[&uniform, &x, &x, &uniform], [1, 1, 1])
+        .unwrap_err();
+    println!("wrong buffer usage: {e}");
+    let e = rec.dispatch(&pipeline, &[&x], [1, 1, 1]).unwrap_err();
+    println!("missing bindings: {e}");
+    drop(rec);
+    // The context is still healthy and usable afterwards.
+    g.check_health().unwrap();
+    let ok = bias_add::run(g, &[1.0f32, 2.0], &[0.5, 0.25]).unwrap();
+    assert_eq!(ok, vec![1.5, 2.25]);
+}

@@ -184,6 +184,25 @@ pub struct Options {
     pub peers: Vec<PathBuf>,
 }
 
+/// Prints `r` as a JSONL line and appends it to `out` when given.
+pub fn emit(r: &Record, out: Option<&std::path::Path>) -> Result<()> {
+    let line = r.json().to_string();
+    println!("{line}");
+    if let Some(out) = out {
+        let io = |source| Error::Io {
+            path: out.display().to_string(),
+            source,
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out)
+            .map_err(io)?;
+        writeln!(f, "{line}").map_err(io)?;
+    }
+    Ok(())
+}
+
 /// `spore bench cpu`.
 pub fn cpu(opts: &Options) -> Result<()> {
     let table = k::kernels();
@@ -192,22 +211,7 @@ pub fn cpu(opts: &Options) -> Result<()> {
     let mut rng = Rng::new(0x5eed);
     let mut records = Vec::new();
     let mut emit = |r: Record| -> Result<()> {
-        let line = r.json().to_string();
-        println!("{line}");
-        if let Some(out) = &opts.out {
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(out)
-                .map_err(|source| Error::Io {
-                    path: out.display().to_string(),
-                    source,
-                })?;
-            writeln!(f, "{line}").map_err(|source| Error::Io {
-                path: out.display().to_string(),
-                source,
-            })?;
-        }
+        emit(&r, opts.out.as_deref())?;
         records.push(r);
         Ok(())
     };

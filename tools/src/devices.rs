@@ -17,7 +17,11 @@ fn mib(bytes: u64) -> String {
 pub fn render_with(adapters: &[AdapterSummary], cpu: &CpuInfo) -> String {
     let mut s = String::new();
     // Writing to a String cannot fail.
-    let _ = writeln!(s, "GPU adapters: {}", adapters.len());
+    let _ = writeln!(
+        s,
+        "GPU adapters: {} (open one by its [index]: GpuOptions::adapter_index)",
+        adapters.len()
+    );
     if adapters.is_empty() {
         let _ = writeln!(
             s,
@@ -30,6 +34,7 @@ pub fn render_with(adapters: &[AdapterSummary], cpu: &CpuInfo) -> String {
         } else {
             ""
         };
+        // The bracketed number is what `GpuOptions::adapter_index` takes.
         let _ = writeln!(s, "  [{i}] {}{soft}", a.name);
         let _ = writeln!(
             s,
@@ -38,9 +43,10 @@ pub fn render_with(adapters: &[AdapterSummary], cpu: &CpuInfo) -> String {
         );
         let _ = writeln!(
             s,
-            "      f16 {}, timestamp queries {}, subgroup size {}..{}",
+            "      f16 {}, timestamp queries {}, subgroups {} (size {}..{})",
             yes(a.shader_f16),
             yes(a.timestamp_query),
+            yes(a.subgroups),
             a.subgroup_size.0,
             a.subgroup_size.1
         );
@@ -105,6 +111,7 @@ mod tests {
             max_compute_workgroup_storage_size: 32768,
             max_compute_workgroups_per_dimension: 65535,
             subgroup_size: (8, 8),
+            subgroups: true,
         };
         let cpu = CpuInfo {
             name: "Zen".into(),
@@ -119,6 +126,8 @@ mod tests {
             "software",
             "f16 yes",
             "timestamp queries yes",
+            "subgroups yes",
+            "[0] llvmpipe",
             "32 KiB",
             "threads 2",
             "avx2 fma",

@@ -4,9 +4,11 @@
 //! (train, run, bench, autotune, inspect and quantize join as their issues land.)
 
 mod bench;
+mod bench_models;
 mod conformance;
 mod devices;
 mod inspect;
+mod plot;
 mod run;
 mod train;
 
@@ -27,6 +29,8 @@ struct Cli {
 enum BenchTarget {
     /// The tuned CPU kernels.
     Cpu,
+    /// Whole models (forward and training step) through Session / TrainSession.
+    Models,
 }
 
 #[derive(Subcommand)]
@@ -38,6 +42,15 @@ enum Command {
     Inspect {
         /// A Spore model file.
         model: PathBuf,
+        /// Show the execution plan: segments, devices, transfers, why each node went where.
+        #[arg(long)]
+        plan: bool,
+        /// Device to plan for (with --plan).
+        #[arg(long, value_enum, default_value = "auto")]
+        device: run::DeviceArg,
+        /// Let a software GPU adapter (lavapipe) count as a GPU (with --plan).
+        #[arg(long)]
+        software_gpu: bool,
     },
     /// Run a model and print its outputs and timing.
     Run {
@@ -55,6 +68,10 @@ enum Command {
         /// Save every output as NAME.npy into this directory.
         #[arg(long)]
         out_dir: Option<PathBuf>,
+        /// Check every node's output against the reference and print the worst error per
+        /// node (fails naming the node on a mismatch).
+        #[arg(long)]
+        validate: bool,
     },
     /// Train a network on MNIST-format digits (default: LeNet-5 from scratch on the bundled
     /// 8,000 digits, tested on the 2,000 held out) on the best available device.
@@ -99,10 +116,10 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         limit: usize,
     },
-    /// Benchmark the tuned CPU kernels on the peers' workloads (JSONL like `../shared/peers`;
+    /// Benchmark the tuned CPU kernels or whole models on the peers' workloads (JSONL like `../shared/peers`;
     /// with `--peers FILE` also the side-by-side table with ratios).
     Bench {
-        /// What to benchmark (`cpu`).
+        /// What to benchmark: `cpu` (kernels) or `models` (whole models).
         #[arg(value_enum)]
         target: BenchTarget,
         /// Thread counts, comma-separated.
@@ -117,6 +134,12 @@ enum Command {
         /// Peer results (JSONL from `../shared/peers/run_all.sh`) to compare with; repeatable.
         #[arg(long)]
         peers: Vec<PathBuf>,
+        /// `models` only: run on the GPU instead of the CPU.
+        #[arg(long)]
+        gpu: bool,
+        /// `models --gpu` only: let a software adapter (lavapipe) count as a GPU.
+        #[arg(long)]
+        software_gpu: bool,
     },
     /// Run every op's seeded cases on every available backend (reference, tuned CPU at 1 and
     /// N threads, GPU) against the reference; one row per op x backend; exit 1 on any failure.
@@ -202,8 +225,19 @@ fn main() -> ExitCode {
             print!("{}", devices::render());
             Ok(())
         }
-        Command::Inspect { model } => spore::format::load_file(&model)
-            .and_then(|g| inspect::render(&g))
+        Command::Inspect {
+            model,
+            plan,
+            device,
+            software_gpu,
+        } => spore::format::load_file(&model)
+            .and_then(|g| {
+                if plan {
+                    inspect::render_plan(&g, device, software_gpu)
+                } else {
+                    inspect::render(&g)
+                }
+            })
             .map(|report| print!("{report}")),
         Command::Run {
             model,
@@ -211,7 +245,8 @@ fn main() -> ExitCode {
             inputs,
             repeat,
             out_dir,
-        } => run::run(&model, device, &inputs, repeat, out_dir.as_ref()),
+            validate,
+        } => run::run(&model, device, &inputs, repeat, out_dir.as_ref(), validate),
         Command::Train {
             arch,
             model,
@@ -247,11 +282,28 @@ fn main() -> ExitCode {
             only,
             out,
             peers,
+            ..
         } => bench::cpu(&bench::Options {
             threads,
             only,
             out,
             peers,
+        }),
+        Command::Bench {
+            target: BenchTarget::Models,
+            threads,
+            only,
+            out,
+            peers,
+            gpu,
+            software_gpu,
+        } => bench_models::models(&bench_models::Options {
+            threads,
+            only,
+            out,
+            peers,
+            gpu,
+            software_gpu,
         }),
         Command::Conformance {
             json,

@@ -32,7 +32,8 @@ pub fn context(device: DeviceArg) -> Result<Context> {
     Context::builder().devices(devices).build()
 }
 
-fn random_input(dtype: DType, dims: &[usize], seed: u64) -> Result<Tensor> {
+/// Seeded random data for an input of `dtype` and `dims`.
+pub fn random_input(dtype: DType, dims: &[usize], seed: u64) -> Result<Tensor> {
     let mut rng = Rng::new(seed);
     let n: usize = dims.iter().product();
     match dtype {
@@ -55,19 +56,25 @@ pub fn run(
     inputs: &[String],
     repeat: usize,
     out_dir: Option<&PathBuf>,
+    validate: bool,
 ) -> Result<()> {
     let model = Model::from_file(model)?;
-    let ctx = context(device)?;
+    let ctx = context(device)?.with_validate(validate);
     for note in ctx.notes() {
         println!("note: {note}");
     }
     println!("devices: {}", ctx.describe().join(", "));
-    // Until the planner lands every node runs on the CPU reference kernels; say so rather than
-    // let a GPU in the device list suggest otherwise.
-    println!(
-        "executor: nodes in order, each on the GPU when it has a WGSL kernel, else the tuned CPU kernels (fused GPU segments arrive with the planner)"
-    );
     let mut session = Session::new(&ctx, &model)?;
+    {
+        let plan = session.plan();
+        let (cpu, gpu) = plan.node_counts();
+        println!(
+            "plan: {gpu} nodes on the gpu, {cpu} on the cpu, {} segments ({} gpu); \
+             `spore inspect MODEL --plan` explains it",
+            plan.segments().len(),
+            plan.gpu_segments()
+        );
+    }
     let names: Vec<(String, DType, Vec<usize>)> = session
         .inputs()
         .iter()
@@ -137,6 +144,19 @@ pub fn run(
                 source,
             })?;
             println!("  saved {}", path.display());
+        }
+    }
+    if validate {
+        println!("validation (worst relative error against the reference, per node):");
+        for r in session.validation_report()? {
+            println!(
+                "  {:<40} {:<24} {} {:.3e} (tolerance {:.0e})",
+                r.node,
+                r.op,
+                r.device.name(),
+                r.worst_rel_error,
+                r.tolerance
+            );
         }
     }
     times.sort_by(f64::total_cmp);

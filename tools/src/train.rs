@@ -1,7 +1,7 @@
 //! `spore train`: trains a model on an MNIST-format digit set (by default LeNet-5 from
 //! scratch on the bundled 8,000 training digits, evaluated on the 2,000 held-out ones) on the
 //! best available device, with a progress bar, per-epoch loss / accuracy / throughput, a
-//! checkpoint after every epoch, the exported inference model, and the curves as CSV.
+//! checkpoint after every epoch, the exported inference model, and the curves as CSV and PNG.
 
 use crate::run::{DeviceArg, context};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -135,6 +135,7 @@ pub fn train(o: &Options) -> Result<()> {
             total: (steps_per_epoch * o.epochs) as u64,
             min_factor: 0.05,
         },
+        ..Default::default()
     };
     let mut ts = TrainSession::new(&ctx, &Model::from_graph(graph), config)?;
     if let Some(ck) = &o.resume {
@@ -167,6 +168,8 @@ pub fn train(o: &Options) -> Result<()> {
     let mut rng = Rng::new(o.seed ^ 0x5eed);
     let start_epoch = (ts.steps() as usize) / steps_per_epoch;
     let mut last_acc = 0f32;
+    let png_path = o.out.join("curves.png");
+    let mut plot = crate::plot::Curves::default();
     for epoch in start_epoch..o.epochs {
         // Fisher-Yates shuffle of the sample order, seeded per run.
         let mut order: Vec<usize> = (0..n).collect();
@@ -184,6 +187,9 @@ pub fn train(o: &Options) -> Result<()> {
         bar.set_prefix(format!("{}/{}", epoch + 1, o.epochs));
         let t0 = Instant::now();
         let (mut loss_sum, mut batches) = (0f64, 0usize);
+        // The training-loss curve: a running mean over every `every` steps.
+        let every = (steps_per_epoch / 25).max(1);
+        let mut window = 0f64;
         for chunk in order.chunks(o.batch) {
             let m = chunk.len();
             let mut xb = Vec::with_capacity(m * 784);
@@ -196,7 +202,13 @@ pub fn train(o: &Options) -> Result<()> {
             let y = Tensor::from_vec(&[m], yb)?;
             let loss = ts.step(&[x], &y)?;
             loss_sum += f64::from(loss);
+            window += f64::from(loss);
             batches += 1;
+            if batches % every == 0 {
+                let x = epoch as f64 + batches as f64 / steps_per_epoch as f64;
+                plot.train_loss.push((x, window / every as f64));
+                window = 0.0;
+            }
             if batches % 10 == 0 {
                 bar.set_message(format!("loss {:.4}", loss_sum / batches as f64));
             }
@@ -222,15 +234,21 @@ pub fn train(o: &Options) -> Result<()> {
         )
         .map_err(io_err(&curves_path))?;
         ts.save_checkpoint(o.out.join("checkpoint.spore"))?;
+        plot.test_loss
+            .push(((epoch + 1) as f64, f64::from(test_loss)));
+        plot.test_accuracy
+            .push(((epoch + 1) as f64, f64::from(acc) * 100.0));
+        crate::plot::write_png(&png_path, &plot, o.epochs)?;
     }
     let model_path = o.out.join("model.spore");
     ts.export(&model_path)?;
     println!(
-        "test accuracy {:.2}%; checkpoint {}, model {}, curves {}",
+        "test accuracy {:.2}%; checkpoint {}, model {}, curves {} and {}",
         last_acc * 100.0,
         o.out.join("checkpoint.spore").display(),
         model_path.display(),
-        curves_path.display()
+        curves_path.display(),
+        png_path.display()
     );
     Ok(())
 }

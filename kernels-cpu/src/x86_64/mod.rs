@@ -5,5 +5,7 @@
 pub mod conv_stem_avx2;
 pub mod depthwise_avx2;
 pub mod elementwise_avx2;
+pub mod loss_avx2;
 pub mod sgemm_avx2;
+pub mod sgemm_avx512;
 pub mod winograd_avx2;

@@ -32,6 +32,10 @@ pub struct GpuOptions {
     /// Accept a software adapter (device type `Cpu`, e.g. Mesa's lavapipe). `Device::Auto` never
     /// does: a CPU backend beats an emulated GPU. Tests and explicit requests do.
     pub allow_software: bool,
+    /// Open exactly adapter `i` of [`list_adapters`] (the index `spore devices` prints).
+    /// Naming an adapter by index is an explicit request, so a software one is accepted;
+    /// `adapter` (the name filter), when also set, must match it.
+    pub adapter_index: Option<usize>,
 }
 
 /// What `spore devices` prints about an adapter.
@@ -65,6 +69,9 @@ pub struct AdapterSummary {
     pub max_compute_workgroups_per_dimension: u32,
     /// Subgroup size range, if reported.
     pub subgroup_size: (u32, u32),
+    /// Whether the adapter offers subgroup operations (`Features::SUBGROUP`); a context
+    /// opened on it requests them.
+    pub subgroups: bool,
 }
 
 impl AdapterSummary {
@@ -89,6 +96,7 @@ impl AdapterSummary {
             max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
             max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
             subgroup_size: (info.subgroup_min_size, info.subgroup_max_size),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
         }
     }
 }
@@ -121,6 +129,8 @@ pub struct GpuContext {
     /// Set by the device-lost callback.
     lost: Arc<Mutex<Option<String>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    /// Idle storage buffers by size class, handed out again by [`GpuContext::acquire`].
+    pool: Arc<Mutex<Pool>>,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -180,6 +190,28 @@ impl GpuContext {
     pub fn new(options: &GpuOptions) -> Result<GpuContext> {
         let instance = new_instance();
         let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        if let Some(i) = options.adapter_index {
+            let count = adapters.len();
+            if i >= count {
+                return Err(Error::gpu(
+                    GpuErrorKind::NoAdapter,
+                    format!(
+                        "no GPU adapter with index {i} ({count} adapters; see `spore devices`)"
+                    ),
+                ));
+            }
+            let adapter = adapters.swap_remove(i);
+            let name = adapter.get_info().name;
+            if let Some(want) = &options.adapter
+                && !name.to_lowercase().contains(&want.to_lowercase())
+            {
+                return Err(Error::gpu(
+                    GpuErrorKind::NoAdapter,
+                    format!("adapter {i} is `{name}`, which does not match `{want}`"),
+                ));
+            }
+            return Self::from_adapter(adapter);
+        }
         adapters.retain(|a| {
             let info = a.get_info();
             let name_ok = options
@@ -228,8 +260,9 @@ impl GpuContext {
     fn from_adapter(adapter: wgpu::Adapter) -> Result<GpuContext> {
         let summary = AdapterSummary::of(&adapter);
         // Ask for what helps compute and nothing a missing feature would break:
-        // f16 for half precision, timestamps for autotuning.
-        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
+        // f16 for half precision, timestamps for autotuning, subgroups for reductions.
+        let wanted =
+            wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP;
         let features = adapter.features() & wanted;
         // The adapter's own limits: the defaults cap storage bindings at 128 MiB, too small
         // for real activations.
@@ -255,10 +288,13 @@ impl GpuContext {
             *lock(&lost_sink) = Some(format!("{reason:?}: {message}"));
         });
         log::info!(
-            "GPU: {} ({}, {})",
+            "GPU: {} ({}, {}); f16 {}, timestamps {}, subgroups {}",
             summary.name,
             summary.backend,
-            summary.device_type
+            summary.device_type,
+            features.contains(wgpu::Features::SHADER_F16),
+            features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            features.contains(wgpu::Features::SUBGROUP),
         );
         Ok(GpuContext {
             device,
@@ -267,6 +303,7 @@ impl GpuContext {
             uncaptured,
             lost,
             pipelines: Mutex::new(HashMap::new()),
+            pool: Arc::new(Mutex::new(Pool::default())),
         })
     }
 
@@ -278,6 +315,89 @@ impl GpuContext {
     /// Whether the device was created with `SHADER_F16`.
     pub fn has_f16(&self) -> bool {
         self.device.features().contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Whether the device was created with subgroup operations (`Features::SUBGROUP`).
+    pub fn has_subgroups(&self) -> bool {
+        self.device.features().contains(wgpu::Features::SUBGROUP)
+    }
+
+    /// A storage buffer (`STORAGE | COPY_SRC | COPY_DST`) of at least `bytes`, from the pool
+    /// when an idle buffer of the same size class exists, else newly allocated. Its contents
+    /// are unspecified (whatever its last user left): kernels write before they read. Dropping
+    /// the [`PooledBuffer`] returns it to the pool; keep it alive (or hand it to
+    /// [`Recorder::hold`]) until the commands using it are submitted, since a later
+    /// [`GpuContext::acquire`] may hand it out again.
+    pub fn acquire(&self, label: &str, bytes: u64) -> Result<PooledBuffer> {
+        let class = size_class(bytes);
+        self.check_size(class)?;
+        let idle = {
+            let mut pool = lock(&self.pool);
+            let found = pool.idle.get_mut(&class).and_then(Vec::pop);
+            if found.is_some() {
+                pool.idle_bytes -= class;
+                pool.reused += 1;
+                pool.live += 1;
+            }
+            found
+        };
+        let buffer = match idle {
+            Some(b) => b,
+            None => {
+                let b = self.scoped(|| {
+                    self.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some(label),
+                        size: class,
+                        usage: wgpu::BufferUsages::STORAGE
+                            | wgpu::BufferUsages::COPY_DST
+                            | wgpu::BufferUsages::COPY_SRC,
+                        mapped_at_creation: false,
+                    })
+                })?;
+                let mut pool = lock(&self.pool);
+                pool.allocated_bytes += class;
+                pool.allocations += 1;
+                pool.live += 1;
+                b
+            }
+        };
+        Ok(PooledBuffer {
+            buffer,
+            class,
+            pool: Arc::clone(&self.pool),
+        })
+    }
+
+    /// The pool's counters.
+    pub fn pool_stats(&self) -> PoolStats {
+        let pool = lock(&self.pool);
+        PoolStats {
+            allocated_bytes: pool.allocated_bytes,
+            idle_bytes: pool.idle_bytes,
+            live: pool.live,
+            allocations: pool.allocations,
+            reused: pool.reused,
+            freed: pool.freed,
+            cap_bytes: pool.cap_bytes,
+        }
+    }
+
+    /// Sets how many bytes of idle buffers the pool keeps (default
+    /// [`DEFAULT_POOL_CAP_BYTES`]); idle buffers over the new cap are freed now, and a buffer
+    /// returned while the pool is full is freed instead of kept.
+    pub fn set_pool_cap(&self, bytes: u64) {
+        let mut pool = lock(&self.pool);
+        pool.cap_bytes = bytes;
+        pool.trim();
+    }
+
+    /// Frees every idle pooled buffer (live ones return to the pool as usual).
+    pub fn clear_pool(&self) {
+        let mut pool = lock(&self.pool);
+        let cap = pool.cap_bytes;
+        pool.cap_bytes = 0;
+        pool.trim();
+        pool.cap_bytes = cap;
     }
 
     /// Fails if the device was lost or an uncaptured error was recorded since the last check.
@@ -295,8 +415,9 @@ impl GpuContext {
     }
 
     /// Runs `f` inside validation, out-of-memory and internal error scopes, turning any error
-    /// wgpu reports for that work into an [`Error`].
-    pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
+    /// wgpu reports for that work into an [`Error`]. Code that creates its own resources
+    /// through [`GpuContext::device`] wraps them in this so a bad descriptor is an `Err`.
+    pub fn scoped<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
         self.check_health()?;
         let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -442,6 +563,7 @@ impl GpuContext {
                     label: Some("spore"),
                 }),
             dispatches: 0,
+            held: Vec::new(),
         }
     }
 
@@ -509,6 +631,8 @@ pub struct Recorder<'g> {
     gpu: &'g GpuContext,
     encoder: wgpu::CommandEncoder,
     dispatches: usize,
+    /// Pooled temporaries of the recorded kernels, returned to the pool after the submit.
+    held: Vec<PooledBuffer>,
 }
 
 impl Recorder<'_> {
@@ -572,12 +696,174 @@ impl Recorder<'_> {
         self.dispatches
     }
 
+    /// Keeps a pooled temporary (a kernel's scratch buffer) out of the pool until this
+    /// recorder is submitted, so no other recording can be handed the same buffer while these
+    /// commands still need it. Returns the buffer for binding.
+    pub fn hold(&mut self, buffer: PooledBuffer) -> &wgpu::Buffer {
+        self.held.push(buffer);
+        // Just pushed, so the list is not empty; `held` only grows until submit.
+        &self.held[self.held.len() - 1]
+    }
+
+    /// A pooled scratch buffer of at least `bytes`, held until submit (see [`Recorder::hold`]).
+    pub fn scratch(&mut self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
+        let buffer = self.gpu.acquire(label, bytes)?;
+        // wgpu buffers are reference-counted handles: the clone binds the same memory.
+        let handle = (*buffer).clone();
+        self.held.push(buffer);
+        Ok(handle)
+    }
+
     /// Finishes the encoder and submits it (does not wait; [`GpuContext::read_back`] and
     /// [`GpuContext::sync`] do).
     pub fn submit(self) -> Result<()> {
-        let Recorder { gpu, encoder, .. } = self;
-        gpu.scoped(|| {
+        let Recorder {
+            gpu, encoder, held, ..
+        } = self;
+        let result = gpu.scoped(|| {
             gpu.queue.submit([encoder.finish()]);
-        })
+        });
+        // Safe to reuse now: anything recorded later is submitted after these commands, and
+        // the queue runs submissions in order.
+        drop(held);
+        result
+    }
+}
+
+/// Idle bytes the buffer pool keeps by default before it frees returned buffers.
+pub const DEFAULT_POOL_CAP_BYTES: u64 = 256 << 20;
+
+/// Smallest pooled buffer.
+pub const MIN_POOL_CLASS_BYTES: u64 = 256;
+
+/// The size class of a `bytes` request: at least [`MIN_POOL_CLASS_BYTES`]; above it, the
+/// next multiple of an eighth of the enclosing power of two (steps of 1.14x to 1.25x), so a
+/// reused buffer wastes at most a quarter of its size while nearby sizes share a class.
+pub fn size_class(bytes: u64) -> u64 {
+    if bytes <= MIN_POOL_CLASS_BYTES {
+        return MIN_POOL_CLASS_BYTES;
+    }
+    let pow = bytes.checked_next_power_of_two().unwrap_or(u64::MAX);
+    // `pow >= 512` here, so the step is a multiple of 64 (and of 4, as copies need).
+    let step = (pow / 8).max(1);
+    bytes.div_ceil(step).saturating_mul(step)
+}
+
+/// What the buffer pool did so far ([`GpuContext::pool_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStats {
+    /// Bytes of every pooled buffer currently allocated (live and idle).
+    pub allocated_bytes: u64,
+    /// Bytes of idle buffers waiting in the pool.
+    pub idle_bytes: u64,
+    /// Buffers handed out and not yet returned.
+    pub live: usize,
+    /// Buffers newly allocated.
+    pub allocations: u64,
+    /// Requests served by an idle buffer.
+    pub reused: u64,
+    /// Idle buffers freed because the pool was over its cap.
+    pub freed: u64,
+    /// Idle bytes the pool keeps at most.
+    pub cap_bytes: u64,
+}
+
+#[derive(Debug)]
+struct Pool {
+    idle: HashMap<u64, Vec<wgpu::Buffer>>,
+    allocated_bytes: u64,
+    idle_bytes: u64,
+    live: usize,
+    allocations: u64,
+    reused: u64,
+    freed: u64,
+    cap_bytes: u64,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            idle: HashMap::new(),
+            allocated_bytes: 0,
+            idle_bytes: 0,
+            live: 0,
+            allocations: 0,
+            reused: 0,
+            freed: 0,
+            cap_bytes: DEFAULT_POOL_CAP_BYTES,
+        }
+    }
+}
+
+impl Pool {
+    /// Frees idle buffers, largest classes first, until the idle bytes fit the cap.
+    fn trim(&mut self) {
+        let mut classes: Vec<u64> = self.idle.keys().copied().collect();
+        classes.sort_unstable_by(|a, b| b.cmp(a));
+        for class in classes {
+            while self.idle_bytes > self.cap_bytes {
+                let Some(buf) = self.idle.get_mut(&class).and_then(Vec::pop) else {
+                    break;
+                };
+                self.release(buf, class);
+            }
+        }
+        self.idle.retain(|_, v| !v.is_empty());
+    }
+
+    fn release(&mut self, buf: wgpu::Buffer, class: u64) {
+        self.idle_bytes -= class;
+        self.allocated_bytes -= class;
+        self.freed += 1;
+        // Dropping (not `destroy()`): wgpu frees the memory once no recorded or submitted
+        // command uses it any more, so a buffer still bound in an open encoder stays valid.
+        drop(buf);
+    }
+}
+
+/// A storage buffer on loan from the pool ([`GpuContext::acquire`]): derefs to
+/// [`wgpu::Buffer`] and goes back to the pool when dropped (or is freed, when the pool is
+/// over its cap).
+pub struct PooledBuffer {
+    buffer: wgpu::Buffer,
+    class: u64,
+    pool: Arc<Mutex<Pool>>,
+}
+
+impl PooledBuffer {
+    /// The size class (the buffer's real size, at least what was asked for).
+    pub fn class_bytes(&self) -> u64 {
+        self.class
+    }
+}
+
+impl std::fmt::Debug for PooledBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBuffer")
+            .field("bytes", &self.class)
+            .finish()
+    }
+}
+
+impl std::ops::Deref for PooledBuffer {
+    type Target = wgpu::Buffer;
+
+    fn deref(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        // A handle clone: the pool keeps the same buffer, this one goes with `self`.
+        let buf = self.buffer.clone();
+        let mut pool = lock(&self.pool);
+        pool.live = pool.live.saturating_sub(1);
+        pool.idle_bytes += self.class;
+        if pool.idle_bytes > pool.cap_bytes {
+            pool.release(buf, self.class);
+        } else {
+            pool.idle.entry(self.class).or_default().push(buf);
+        }
     }
 }

@@ -6,5 +6,6 @@ pub mod kernels;
 pub mod shaders;
 
 pub use context::{
-    AdapterSummary, GpuContext, GpuOptions, PowerPreference, Recorder, list_adapters,
+    AdapterSummary, DEFAULT_POOL_CAP_BYTES, GpuContext, GpuOptions, MIN_POOL_CLASS_BYTES,
+    PoolStats, PooledBuffer, PowerPreference, Recorder, list_adapters, size_class,
 };

@@ -39,6 +39,36 @@ shaders! {
     conv2d,
     conv2d_naive,
     conv_transpose2d,
+    concat,
+    dropout,
+    loss_rows,
+    loss_elem,
+    loss_reduce,
+    matmul_rows,
+    conv2d_rows,
+    conv2d_grad_input,
+    conv2d_grad_input_naive,
+    conv2d_grad_weight,
+    conv2d_grad_weight_naive,
+    depthwise_conv2d_grad_input,
+    depthwise_conv2d_grad_input_naive,
+    depthwise_conv2d_grad_input_vec4,
+    depthwise_conv2d_grad_weight,
+    depthwise_conv2d_grad_weight_naive,
+    depthwise_conv2d_grad_weight_vec4,
+    // gelem: non-conv gradients and optimizer updates.
+    activation_grad,
+    softmax_grad,
+    binary_grad,
+    broadcast_to,
+    slice,
+    loss_grad,
+    pool2d_grad,
+    batch_norm_grad_stats,
+    batch_norm_grad_combine,
+    batch_norm_grad_apply,
+    sgd_update,
+    adam_update,
 }
 
 /// Shared WGSL snippets (`shaders/snippets/<name>.wgsl`): `(name, source)`. A snippet is not
@@ -52,6 +82,7 @@ pub const SNIPPETS: &[(&str, &str)] = &[(
 /// The snippets each shader needs, in prepend order (shaders not listed need none).
 pub const SHADER_SNIPPETS: &[(&str, &[&str])] = &[
     ("batch_norm", &["activation"]),
+    ("activation_grad", &["activation"]),
     ("depthwise_conv2d", &["activation"]),
     ("depthwise_conv2d_naive", &["activation"]),
     ("depthwise_conv2d_vec4", &["activation"]),
@@ -63,6 +94,8 @@ pub const SHADER_SNIPPETS: &[(&str, &[&str])] = &[
     ("conv2d", &["activation"]),
     ("conv2d_naive", &["activation"]),
     ("conv_transpose2d", &["activation"]),
+    ("matmul_rows", &["activation"]),
+    ("conv2d_rows", &["activation"]),
 ];
 
 /// The snippet sources shader `name` needs, in order.

@@ -2,7 +2,8 @@
 //! Also the smoke test every adapter runs first.
 
 use super::GpuElement;
-use crate::backend::gpu::GpuContext;
+use super::unary::check_buffer;
+use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::{Error, Result};
 
 /// Mirror of the shader's `Params` uniform.
@@ -31,8 +32,45 @@ pub(crate) fn grid_1d(n: u32, wg: u32, max_per_dim: u32) -> [u32; 3] {
     }
 }
 
+/// Records `y = x + bias` (x: `total` elements, bias: `channels`) on buffers already on the
+/// GPU.
+pub fn record<T: GpuElement>(
+    gpu: &GpuContext,
+    rec: &mut Recorder<'_>,
+    x: &wgpu::Buffer,
+    bias: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    total: usize,
+    channels: usize,
+) -> Result<()> {
+    if channels == 0 || !total.is_multiple_of(channels) {
+        return Err(Error::ShapeMismatch {
+            shapes: vec![vec![total], vec![channels]],
+            reason: "bias_add: x length must be a non-zero multiple of the bias length".into(),
+        });
+    }
+    check_buffer::<T>("x", x, total)?;
+    check_buffer::<T>("bias", bias, channels)?;
+    check_buffer::<T>("y", y, total)?;
+    let total32 =
+        u32::try_from(total).map_err(|_| Error::invalid_param("x", "more than 2^32 elements"))?;
+    let params = Params {
+        total: total32,
+        channels: channels as u32,
+        _pad: [0; 2],
+    };
+    let pipeline = gpu.pipeline("bias_add", T::WGSL, &[("WG", f64::from(WG))])?;
+    let pb = gpu.uniform("params", &params)?;
+    let grid = grid_1d(
+        total32,
+        WG,
+        gpu.adapter().max_compute_workgroups_per_dimension,
+    );
+    rec.dispatch(&pipeline, &[x, bias, y, &pb], grid)
+}
+
 /// Runs bias_add on the GPU (f32, or f16 where the device has `SHADER_F16`): uploads,
-/// dispatches, reads back.
+/// records [`record`], reads back.
 pub fn run<T: GpuElement>(gpu: &GpuContext, x: &[T], bias: &[T]) -> Result<Vec<T>> {
     let channels = bias.len();
     if channels == 0 || !x.len().is_multiple_of(channels) {
@@ -41,25 +79,13 @@ pub fn run<T: GpuElement>(gpu: &GpuContext, x: &[T], bias: &[T]) -> Result<Vec<T
             reason: "bias_add: x length must be a non-zero multiple of the bias length".into(),
         });
     }
-    let total =
-        u32::try_from(x.len()).map_err(|_| Error::invalid_param("x", "more than 2^32 elements"))?;
-    let params = Params {
-        total,
-        channels: channels as u32,
-        _pad: [0; 2],
-    };
-    let pipeline = gpu.pipeline("bias_add", T::WGSL, &[("WG", f64::from(WG))])?;
     let xb = gpu.upload("x", bytemuck::cast_slice(x))?;
     let bb = gpu.upload("bias", bytemuck::cast_slice(bias))?;
     let bytes = std::mem::size_of_val(x) as u64;
     let yb = gpu.poisoned("y", bytes)?;
-    let pb = gpu.uniform("params", &params)?;
-    let grid = grid_1d(
-        total,
-        WG,
-        gpu.adapter().max_compute_workgroups_per_dimension,
-    );
-    gpu.dispatch(&pipeline, &[&xb, &bb, &yb, &pb], grid)?;
+    let mut rec = gpu.recorder();
+    record::<T>(gpu, &mut rec, &xb, &bb, &yb, x.len(), channels)?;
+    rec.submit()?;
     let out = gpu.read_back(&yb, bytes)?;
     Ok(bytemuck::pod_collect_to_vec(&out))
 }

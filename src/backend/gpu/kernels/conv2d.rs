@@ -77,6 +77,14 @@ pub enum Variant {
     /// Implicit GEMM with the matmul tile knobs (1x1 convolutions use the matmul kernel with
     /// the same tile).
     Tiled(Tile),
+    /// One output channel of a 16-pixel block per invocation, input reads broadcast across
+    /// the workgroup, no workgroup memory (`conv2d_rows.wgsl`; 1x1 convolutions use
+    /// matmul's `Rows`): an autotuner candidate, slower than the tiles on lavapipe (0.45 vs
+    /// 0.60 GFLOP/s on 1x56x56x64->64 3x3), so no default picks it.
+    Rows {
+        /// Invocations (output channels) per workgroup, a power of two <= 256.
+        wg: u32,
+    },
     /// One output element per invocation: the baseline.
     Naive,
 }
@@ -117,8 +125,17 @@ impl Conv2d {
         for (what, len) in [("x", nx), ("w", nw), ("y", ny)] {
             u32_of(what, len)?;
         }
-        if let Variant::Tiled(t) = self.variant {
-            t.validate()?;
+        match self.variant {
+            Variant::Tiled(t) => t.validate()?,
+            Variant::Rows { wg } => {
+                if !wg.is_power_of_two() || wg > 256 {
+                    return Err(Error::invalid_param(
+                        "wg",
+                        format!("{wg}: a power of two up to 256"),
+                    ));
+                }
+            }
+            Variant::Naive => {}
         }
         Ok((nx, nw, ny))
     }
@@ -183,7 +200,12 @@ pub fn record<T: GpuElement>(
     conv: &Conv2d,
 ) -> Result<()> {
     let (nx, nw, ny) = conv.validate()?;
-    if let (Variant::Tiled(tile), true) = (conv.variant, conv.is_pointwise()) {
+    let pointwise = match conv.variant {
+        Variant::Tiled(tile) => Some(matmul::Variant::Tiled(tile)),
+        Variant::Rows { wg } => Some(matmul::Variant::Rows { wg }),
+        Variant::Naive => None,
+    };
+    if let (Some(variant), true) = (pointwise, conv.is_pointwise()) {
         let p = &conv.p;
         let mm = Matmul {
             p: MatmulParams {
@@ -191,7 +213,7 @@ pub fn record<T: GpuElement>(
                 ..MatmulParams::new(p.n * p.h * p.w, p.c_out, p.c_in)
             },
             act: conv.act,
-            variant: matmul::Variant::Tiled(tile),
+            variant,
         };
         return matmul::record::<T>(gpu, rec, x, w, bias, y, &mm);
     }
@@ -226,6 +248,22 @@ pub fn record<T: GpuElement>(
                 ));
             }
             let pipe = gpu.pipeline("conv2d", T::WGSL, &t.constants())?;
+            rec.dispatch(&pipe, &[x, w, bias_buf, y, &pb], grid)
+        }
+        Variant::Rows { wg } => {
+            let blocks = params.cog.div_ceil(wg);
+            let grid = [
+                params.groups.saturating_mul(blocks),
+                params.rows.div_ceil(16),
+                1,
+            ];
+            if grid.iter().any(|&d| d > max) {
+                return Err(Error::invalid_param(
+                    "shape",
+                    format!("needs {grid:?} workgroups, the adapter allows {max} per dimension"),
+                ));
+            }
+            let pipe = gpu.pipeline("conv2d_rows", T::WGSL, &[("WG", f64::from(wg))])?;
             rec.dispatch(&pipe, &[x, w, bias_buf, y, &pb], grid)
         }
         Variant::Naive => {
