@@ -142,7 +142,7 @@ pub fn models(opts: &Options) -> Result<()> {
             let model = Model::from_graph(graph);
             let (med, mn, runs, flops, note) = if w.train {
                 let labels: Vec<i32> = (0..w.batch)
-                    .map(|_| rng.range(0, w.classes) as i32)
+                    .map(|_| rng.range(0, w.classes - 1) as i32)
                     .collect();
                 let y = Tensor::from_vec(&[w.batch], labels)?;
                 let mut ts = TrainSession::new(
