@@ -143,7 +143,7 @@ impl OpDef for BatchNormTrain {
 
     /// Copies the running statistics into the outputs, then records stats + combine + apply
     /// (`kernels::batch_norm::record_train`) updating those copies in place; the batch
-    /// mean and inverse std go to scratch buffers (the gradient recomputes them).
+    /// mean and inverse std go to pooled scratch buffers (the gradient recomputes them).
     fn record_gpu(
         &self,
         gpu: &GpuContext,
@@ -158,8 +158,9 @@ impl OpDef for BatchNormTrain {
         let bytes = (p.channels * 4) as u64;
         rec.copy(rm.buffer, 0, new_mean.buffer, 0, bytes)?;
         rec.copy(rv.buffer, 0, new_var.buffer, 0, bytes)?;
-        let saved_mean = gpu.poisoned("batch_norm_train/saved_mean", bytes)?;
-        let saved_inv_std = gpu.poisoned("batch_norm_train/saved_inv_std", bytes)?;
+        // Pooled scratch (held until submit): no allocation or upload per run.
+        let saved_mean = rec.scratch("batch_norm_train/saved_mean", bytes)?;
+        let saved_inv_std = rec.scratch("batch_norm_train/saved_inv_std", bytes)?;
         let bn = gpu_kernel::BatchNormTrain {
             shape: p,
             act: None,
