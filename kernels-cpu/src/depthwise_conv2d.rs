@@ -1083,7 +1083,29 @@ mod tests {
             let mut got_b = vec![f32::NAN; b.len()];
             f(p, &x, &dy, threads, &mut got_w, Some(&mut got_b)).unwrap();
             assert_close(&what("dw", name), &d(&got_w), &d(&want_w), 1e-5);
-            assert_close(&what("db", name), &d(&got_b), &d(&want_b), 1e-5);
+            // db sums dy over every pixel in f32; when a channel's sum nearly cancels (one
+            // channel of 27 values was seen at 4e-5 relative), f32 rounding of the terms
+            // dominates the small result. Bound the error by the condition of the sum, the
+            // per-channel sums of |dy|, not by the result.
+            let mut abs_sums = vec![0f64; b.len()];
+            for row in dy.chunks(b.len()) {
+                for (s, &v) in abs_sums.iter_mut().zip(row) {
+                    *s += f64::from(v).abs();
+                }
+            }
+            let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let diff: Vec<f64> = got_b
+                .iter()
+                .zip(&want_b)
+                .map(|(g, w)| f64::from(*g) - f64::from(*w))
+                .collect();
+            let scale = norm(&d(&want_b)).max(norm(&abs_sums));
+            assert!(
+                norm(&diff) <= 1e-5 * scale,
+                "{}: |db error| {:.3e} > 1e-5 x {scale:.3e}",
+                what("db", name),
+                norm(&diff)
+            );
             let mut only_w = vec![f32::NAN; w.len()];
             f(p, &x, &dy, threads, &mut only_w, None).unwrap();
             assert_close(&what("dw-only", name), &d(&only_w), &d(&want_w), 1e-5);
