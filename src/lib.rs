@@ -42,6 +42,7 @@ pub mod session;
 pub mod shape;
 pub mod tensor;
 pub mod train;
+pub mod tune;
 
 pub use error::{Error, ErrorCode, GpuErrorKind, Result, error_info};
 pub use shape::{Layout, Shape, SliceArg, parse_index};

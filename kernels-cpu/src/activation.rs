@@ -379,7 +379,11 @@ pub(crate) mod tests {
                             .unwrap();
                         let what = format!("{act:?}/{}/n={n}/t={threads}", isa.name());
                         assert_close(&format!("{what} y"), &f64v(&y), &yr, 1e-6);
-                        assert_close(&format!("{what} dx"), &f64v(&dx), &dxr, 1e-6);
+                        // dx = dy * f'(x), and f' is itself a difference of terms of size
+                        // ~1 for some activations (hard-swish: x/3 + 1/2 near x = -1.5), so
+                        // the error scale is |dy|, not the possibly cancelled result.
+                        let dy_norm = dy64.iter().map(|v| v * v).sum::<f64>().sqrt();
+                        assert_close_floor(&format!("{what} dx"), &f64v(&dx), &dxr, dy_norm, 1e-6);
                     }
                 }
             }

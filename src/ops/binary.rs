@@ -4,6 +4,7 @@ use super::{GpuValue, gpu_arg};
 use super::{GradContext, OpCase, OpDef, all_f32, arity, input_f32, random_f32, tensor_f32};
 use crate::backend::gpu::kernels::binary as gpu_binary;
 use crate::backend::gpu::{GpuContext, Recorder};
+use crate::tune::TuneSpec;
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -95,13 +96,27 @@ impl OpDef for Binary {
         if y.numel() == 0 {
             return Ok(());
         }
+        let knobs = crate::tune::choose(
+            gpu,
+            || Some(gpu_binary::tune_spec(y.numel(), a.dims() != b.dims())),
+            gpu_binary::Knobs::default(),
+            gpu_binary::Knobs::parse,
+            |k| k.wg.is_power_of_two() && k.wg <= 256,
+        );
         let p = gpu_binary::Binary {
             op: self.kind,
             a_shape: a.dims().to_vec(),
             b_shape: b.dims().to_vec(),
-            knobs: gpu_binary::Knobs::default(),
+            knobs,
         };
         gpu_binary::record::<f32>(gpu, rec, a.buffer, b.buffer, y.buffer, &p)
+    }
+
+    fn gpu_tune(&self, inputs: &[&TensorFact], _gpu: &GpuContext) -> Option<TuneSpec> {
+        let (a, b) = (inputs.first()?, inputs.get(1)?);
+        let out = self.infer(inputs).ok()?;
+        let numel: usize = out.first()?.shape.iter().product();
+        (numel > 0).then(|| gpu_binary::tune_spec(numel, a.shape != b.shape))
     }
 
     fn attrs(&self) -> Attrs {

@@ -13,6 +13,7 @@ use super::{
 };
 use crate::backend::gpu::kernels::conv2d as gpu_kernel;
 use crate::backend::gpu::{GpuContext, Recorder};
+use crate::tune::TuneSpec;
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -236,15 +237,28 @@ impl OpDef for Conv2d {
             .params(x.dims(), w.dims())
             .map_err(|reason| super::exec_err(Self::NAME, reason))?;
         let bias = inputs.get(2).map(|b| b.buffer);
-        gpu_kernel::record::<f32>(
+        let mut conv = self.gpu_conv(p);
+        conv.variant = crate::tune::choose(
             gpu,
-            rec,
-            x.buffer,
-            w.buffer,
-            bias,
-            y.buffer,
-            &self.gpu_conv(p),
-        )
+            || Some(gpu_kernel::tune_spec(&p, gpu)),
+            conv.variant,
+            gpu_kernel::Variant::parse,
+            |v| {
+                gpu_kernel::Conv2d {
+                    variant: *v,
+                    ..conv
+                }
+                .validate()
+                .is_ok()
+            },
+        );
+        gpu_kernel::record::<f32>(gpu, rec, x.buffer, w.buffer, bias, y.buffer, &conv)
+    }
+
+    fn gpu_tune(&self, inputs: &[&TensorFact], gpu: &GpuContext) -> Option<TuneSpec> {
+        let (x, w) = (inputs.first()?, inputs.get(1)?);
+        let p = self.params(&x.shape, &w.shape).ok()?;
+        Some(gpu_kernel::tune_spec(&p, gpu))
     }
 
     fn attrs(&self) -> Attrs {

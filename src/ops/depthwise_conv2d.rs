@@ -15,6 +15,7 @@ use super::{
 };
 use crate::backend::gpu::kernels::depthwise_conv2d as gpu_kernel;
 use crate::backend::gpu::{GpuContext, Recorder};
+use crate::tune::TuneSpec;
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -156,13 +157,26 @@ impl OpDef for DepthwiseConv2d {
         let p = self
             .params(x.dims(), w.dims())
             .map_err(|reason| super::exec_err(Self::NAME, reason))?;
+        let knobs = crate::tune::choose(
+            gpu,
+            || Some(gpu_kernel::tune_spec(&p)),
+            gpu_kernel::Knobs::default(),
+            gpu_kernel::Knobs::parse,
+            |k| k.wg.is_power_of_two() && k.wg <= 256 && (1..=8).contains(&k.cols),
+        );
         let conv = gpu_kernel::DepthwiseConv2d {
             shape: p,
             act: self.act,
-            knobs: gpu_kernel::Knobs::default(),
+            knobs,
         };
         let bias = inputs.get(2).map(|b| b.buffer);
         gpu_kernel::record::<f32>(gpu, rec, x.buffer, w.buffer, bias, y.buffer, &conv)
+    }
+
+    fn gpu_tune(&self, inputs: &[&TensorFact], _gpu: &GpuContext) -> Option<TuneSpec> {
+        let (x, w) = (inputs.first()?, inputs.get(1)?);
+        let p = self.params(&x.shape, &w.shape).ok()?;
+        Some(gpu_kernel::tune_spec(&p))
     }
 
     fn attrs(&self) -> Attrs {

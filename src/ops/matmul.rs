@@ -14,6 +14,7 @@ use super::{
 };
 use crate::backend::gpu::kernels::matmul as gpu_kernel;
 use crate::backend::gpu::{GpuContext, Recorder};
+use crate::tune::TuneSpec;
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
@@ -170,15 +171,28 @@ impl OpDef for MatMul {
             .params(a.dims(), b.dims())
             .map_err(|reason| super::exec_err(Self::NAME, reason))?;
         let bias = inputs.get(2).map(|v| v.buffer);
-        gpu_kernel::record::<f32>(
+        let mut mm = self.gpu_matmul(p);
+        mm.variant = crate::tune::choose(
             gpu,
-            rec,
-            a.buffer,
-            b.buffer,
-            bias,
-            c.buffer,
-            &self.gpu_matmul(p),
-        )
+            || Some(gpu_kernel::tune_spec(&p, gpu)),
+            mm.variant,
+            gpu_kernel::Variant::parse,
+            |v| {
+                gpu_kernel::Matmul {
+                    variant: *v,
+                    ..mm
+                }
+                .validate()
+                .is_ok()
+            },
+        );
+        gpu_kernel::record::<f32>(gpu, rec, a.buffer, b.buffer, bias, c.buffer, &mm)
+    }
+
+    fn gpu_tune(&self, inputs: &[&TensorFact], gpu: &GpuContext) -> Option<TuneSpec> {
+        let (a, b) = (inputs.first()?, inputs.get(1)?);
+        let (p, _) = self.params(&a.shape, &b.shape).ok()?;
+        Some(gpu_kernel::tune_spec(&p, gpu))
     }
 
     fn attrs(&self) -> Attrs {

@@ -14,6 +14,7 @@ use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::{Error, Result};
 use crate::graph::{GraphBuilder, TensorFact, ValueId};
 use crate::tensor::{DType, Tensor};
+use crate::tune::TuneSpec;
 use spore_kernels_cpu::rng::Rng;
 
 /// One seeded conformance case: an op and random inputs.
@@ -114,6 +115,14 @@ pub trait OpDef: Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static {
         Err(Error::NotSupported {
             what: format!("`{}` on the GPU (no WGSL kernel yet)", Self::NAME),
         })
+    }
+
+    /// The tunable kernel instance [`OpDef::record_gpu`] would run for these inputs on `gpu`
+    /// (`crate::tune`): its cache key and legal knob candidates, or `None` when the kernel
+    /// has no knobs. A `record_gpu` that answers here must also honour `gpu`'s tuned
+    /// choice for the same key (through [`crate::tune::choose`]).
+    fn gpu_tune(&self, _inputs: &[&TensorFact], _gpu: &GpuContext) -> Option<TuneSpec> {
+        None
     }
 
     /// The gradient rule: emits backward nodes into `ctx.builder` and returns, for each input,
@@ -232,6 +241,13 @@ macro_rules! ops {
             ) -> Result<()> {
                 match self {
                     $(Op::$variant(op) => op.record_gpu(gpu, rec, inputs, outputs),)*
+                }
+            }
+
+            /// See [`OpDef::gpu_tune`].
+            pub fn gpu_tune(&self, inputs: &[&TensorFact], gpu: &GpuContext) -> Option<TuneSpec> {
+                match self {
+                    $(Op::$variant(op) => op.gpu_tune(inputs, gpu),)*
                 }
             }
 

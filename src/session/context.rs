@@ -3,6 +3,7 @@
 
 use crate::backend::gpu::{GpuContext, GpuOptions as AdapterOptions, PowerPreference};
 use crate::error::{Error, Result};
+use crate::tune::cache::{LoadReport, TuneCache};
 use std::sync::Arc;
 
 /// Arithmetic precision on the GPU.
@@ -60,6 +61,28 @@ struct Inner {
     validate: bool,
 }
 
+impl Context {
+    /// Loads an autotuning cache file into this context's GPU (see
+    /// [`ContextBuilder::tune_cache`]): sessions record tuned kernel choices where an entry
+    /// matches the adapter and this build's shaders. Returns what was applied and ignored;
+    /// a context without a GPU applies nothing. Tuning itself never runs here.
+    pub fn tune_cache(&self, path: impl AsRef<std::path::Path>) -> Result<LoadReport> {
+        let cache = TuneCache::load(path.as_ref())?;
+        Ok(self.apply_tune_cache(&cache))
+    }
+
+    /// Loads an already parsed cache (see [`Context::tune_cache`]).
+    pub fn apply_tune_cache(&self, cache: &TuneCache) -> LoadReport {
+        match self.gpu() {
+            Some(gpu) => cache.apply(gpu),
+            None => LoadReport {
+                other_adapters: cache.entries.len(),
+                ..LoadReport::default()
+            },
+        }
+    }
+}
+
 /// The validated device configuration. Clone it freely: clones share the opened GPU.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -71,6 +94,7 @@ pub struct Context {
 pub struct ContextBuilder {
     devices: Vec<Device>,
     validate: bool,
+    tune_cache: Option<std::path::PathBuf>,
 }
 
 impl ContextBuilder {
@@ -78,6 +102,16 @@ impl ContextBuilder {
     /// resort.
     pub fn devices(mut self, devices: impl IntoIterator<Item = Device>) -> Self {
         self.devices = devices.into_iter().collect();
+        self
+    }
+
+    /// Loads an autotuning cache (`spore autotune --out FILE`) into the context's GPU once it
+    /// is opened: sessions then record the tuned kernel choices where an entry matches, and
+    /// defaults elsewhere. Entries for other adapters, other shader code or another format
+    /// version are ignored with a logged warning ([`Context::tune_cache`] reports them). A
+    /// missing or malformed file fails [`ContextBuilder::build`].
+    pub fn tune_cache(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tune_cache = Some(path.into());
         self
     }
 
@@ -171,6 +205,25 @@ impl ContextBuilder {
         }
         if cpu_threads == 0 {
             cpu_threads = hw_threads;
+        }
+        if let Some(path) = &self.tune_cache {
+            let cache = TuneCache::load(path)?;
+            match &gpu {
+                Some((g, _)) => {
+                    let r = cache.apply(g);
+                    notes.push(format!(
+                        "tune cache {}: {} entries applied, {} for other adapters, {} ignored",
+                        path.display(),
+                        r.applied,
+                        r.other_adapters,
+                        r.ignored.len()
+                    ));
+                }
+                None => notes.push(format!(
+                    "tune cache {} not used: no GPU in this context",
+                    path.display()
+                )),
+            }
         }
         for n in &notes {
             log::info!("{n}");

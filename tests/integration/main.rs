@@ -19,3 +19,4 @@ mod models;
 mod plan;
 mod session;
 mod train;
+mod tune;

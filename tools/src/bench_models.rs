@@ -99,6 +99,9 @@ pub struct Options {
     pub gpu: bool,
     /// Let a software GPU adapter count (with `gpu`).
     pub software_gpu: bool,
+    /// With `gpu`: also run each workload with this autotuning cache loaded, so the default
+    /// and tuned kernels are timed side by side.
+    pub tune_cache: Option<std::path::PathBuf>,
 }
 
 fn context(opts: &Options, threads: usize) -> Result<Context> {
@@ -123,9 +126,32 @@ pub fn models(opts: &Options) -> Result<()> {
     } else {
         opts.threads.clone()
     };
+    // Default kernels, then (with a cache) the tuned ones, on the same context.
+    let tunings: &[bool] = if opts.gpu && opts.tune_cache.is_some() {
+        &[false, true]
+    } else {
+        &[false]
+    };
     for &t in &threads {
         let ctx = context(opts, t)?;
-        for w in WORKLOADS.iter().filter(|w| want(w.name)) {
+        for (w, &tuned) in WORKLOADS
+            .iter()
+            .filter(|w| want(w.name))
+            .flat_map(|w| tunings.iter().map(move |tu| (w, tu)))
+        {
+            if let Some(gpu) = ctx.gpu() {
+                gpu.clear_tuning();
+                if let (true, Some(path)) = (tuned, &opts.tune_cache) {
+                    let r = ctx.tune_cache(path)?;
+                    println!(
+                        "{}: tune cache {}: {} entries applied, {} ignored",
+                        w.name,
+                        path.display(),
+                        r.applied,
+                        r.ignored.len()
+                    );
+                }
+            }
             let cfg = ModelConfig {
                 input_size: w.input,
                 in_channels: w.channels,
@@ -177,7 +203,11 @@ pub fn models(opts: &Options) -> Result<()> {
                 peer: format!(
                     "spore {} ({})",
                     env!("CARGO_PKG_VERSION"),
-                    if opts.gpu { "gpu" } else { "cpu" }
+                    match (opts.gpu, tuned) {
+                        (false, _) => "cpu",
+                        (true, false) => "gpu",
+                        (true, true) => "gpu, tuned",
+                    }
                 ),
                 threads: t,
                 median_s: med,

@@ -100,6 +100,8 @@ mod tests {
             name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(),
             backend: "Vulkan".into(),
             device_type: "Cpu".into(),
+            vendor: 0x10005,
+            device: 0,
             driver: "llvmpipe Mesa 22.3.6".into(),
             shader_f16: true,
             timestamp_query: true,

@@ -3,6 +3,7 @@
 //! harmless EGL failures (set `RUST_LOG=wgpu_hal=warn` to see them).
 //! (train, run, bench, autotune, inspect and quantize join as their issues land.)
 
+mod autotune;
 mod bench;
 mod bench_models;
 mod conformance;
@@ -72,6 +73,10 @@ enum Command {
         /// node (fails naming the node on a mismatch).
         #[arg(long)]
         validate: bool,
+        /// Load this autotuning cache (`spore autotune --out`): GPU kernels use the tuned
+        /// choices where an entry matches the adapter.
+        #[arg(long)]
+        tune_cache: Option<PathBuf>,
     },
     /// Train a network on MNIST-format digits (default: LeNet-5 from scratch on the bundled
     /// 8,000 digits, tested on the 2,000 held out) on the best available device.
@@ -140,6 +145,47 @@ enum Command {
         /// `models --gpu` only: let a software adapter (lavapipe) count as a GPU.
         #[arg(long)]
         software_gpu: bool,
+        /// `models --gpu` only: also time each workload with this autotuning cache loaded
+        /// (default and tuned kernels side by side).
+        #[arg(long)]
+        tune_cache: Option<PathBuf>,
+    },
+    /// Tune the GPU kernels of a model (or a shapes file) on an adapter: every candidate is
+    /// checked against the reference (wrong ones are rejected, never cached), timed, and the
+    /// winners merged into a JSON cache that `spore run --tune-cache` loads.
+    Autotune {
+        /// A Spore model file.
+        #[arg(long, conflicts_with_all = ["zoo", "shapes"])]
+        model: Option<PathBuf>,
+        /// A zoo architecture (e.g. mobilenet_v2, resnet18).
+        #[arg(long, conflicts_with = "shapes")]
+        zoo: Option<String>,
+        /// A JSON list of {"op": NAME, "attrs": {..}, "inputs": [[dims], ..]}.
+        #[arg(long)]
+        shapes: Option<PathBuf>,
+        /// With --zoo: input height = width (default: the architecture's standard size).
+        #[arg(long)]
+        input_size: Option<usize>,
+        /// With --zoo: batch size.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Case-insensitive substring of the adapter name (`spore devices` lists them);
+        /// software adapters are accepted.
+        #[arg(long)]
+        adapter: Option<String>,
+        /// Time budget for the whole search, seconds.
+        #[arg(long, default_value_t = 600)]
+        budget: u64,
+        /// Timed runs per candidate (the median counts).
+        #[arg(long, default_value_t = 5)]
+        samples: usize,
+        /// The cache file to merge the results into.
+        #[arg(long, default_value = "tune.json")]
+        out: PathBuf,
+        /// Also try a deliberately wrong candidate per instance, which must be rejected (a
+        /// check that verification works).
+        #[arg(long)]
+        self_test: bool,
     },
     /// Run every op's seeded cases on every available backend (reference, tuned CPU at 1 and
     /// N threads, GPU) against the reference; one row per op x backend; exit 1 on any failure.
@@ -246,7 +292,16 @@ fn main() -> ExitCode {
             repeat,
             out_dir,
             validate,
-        } => run::run(&model, device, &inputs, repeat, out_dir.as_ref(), validate),
+            tune_cache,
+        } => run::run(
+            &model,
+            device,
+            &inputs,
+            repeat,
+            out_dir.as_ref(),
+            validate,
+            tune_cache.as_ref(),
+        ),
         Command::Train {
             arch,
             model,
@@ -297,6 +352,7 @@ fn main() -> ExitCode {
             peers,
             gpu,
             software_gpu,
+            tune_cache,
         } => bench_models::models(&bench_models::Options {
             threads,
             only,
@@ -304,7 +360,44 @@ fn main() -> ExitCode {
             peers,
             gpu,
             software_gpu,
+            tune_cache,
         }),
+        Command::Autotune {
+            model,
+            zoo,
+            shapes,
+            input_size,
+            batch,
+            adapter,
+            budget,
+            samples,
+            out,
+            self_test,
+        } => {
+            let source = match (model, zoo, shapes) {
+                (Some(m), _, _) => Some(autotune::Source::Model(m)),
+                (_, Some(name), _) => Some(autotune::Source::Zoo {
+                    name,
+                    input_size,
+                    batch,
+                }),
+                (_, _, Some(s)) => Some(autotune::Source::Shapes(s)),
+                _ => None,
+            };
+            match source {
+                Some(source) => autotune::run(&autotune::Args {
+                    source,
+                    adapter,
+                    budget,
+                    samples,
+                    out,
+                    self_test,
+                }),
+                None => Err(spore::Error::InvalidInput {
+                    reason: "give one of --model FILE, --zoo NAME, --shapes FILE".into(),
+                }),
+            }
+        }
         Command::Conformance {
             json,
             seed,

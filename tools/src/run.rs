@@ -57,9 +57,20 @@ pub fn run(
     repeat: usize,
     out_dir: Option<&PathBuf>,
     validate: bool,
+    tune_cache: Option<&PathBuf>,
 ) -> Result<()> {
     let model = Model::from_file(model)?;
     let ctx = context(device)?.with_validate(validate);
+    if let Some(path) = tune_cache {
+        let r = ctx.tune_cache(path)?;
+        println!(
+            "tune cache {}: {} entries applied, {} for other adapters or no GPU, {} ignored",
+            path.display(),
+            r.applied,
+            r.other_adapters,
+            r.ignored.len()
+        );
+    }
     for note in ctx.notes() {
         println!("note: {note}");
     }

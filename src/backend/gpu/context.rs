@@ -7,8 +7,10 @@
 //! scopes, so each failure surfaces as an [`Error`] from the call that caused it.
 
 use crate::error::{Error, GpuErrorKind, Result};
+use crate::tune::TuneKey;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 /// Which adapter to prefer when several exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -47,6 +49,10 @@ pub struct AdapterSummary {
     pub backend: String,
     /// Device type (`DiscreteGpu`, `IntegratedGpu`, `Cpu`, ...).
     pub device_type: String,
+    /// PCI vendor id (0 when the backend does not report one).
+    pub vendor: u32,
+    /// PCI device id (0 when the backend does not report one).
+    pub device: u32,
     /// Driver name and version.
     pub driver: String,
     /// Whether `SHADER_F16` is available (f16 precision).
@@ -83,6 +89,8 @@ impl AdapterSummary {
             name: info.name.clone(),
             backend: format!("{:?}", info.backend),
             device_type: format!("{:?}", info.device_type),
+            vendor: info.vendor,
+            device: info.device,
             driver: format!("{} {}", info.driver, info.driver_info)
                 .trim()
                 .to_string(),
@@ -131,6 +139,10 @@ pub struct GpuContext {
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     /// Idle storage buffers by size class, handed out again by [`GpuContext::acquire`].
     pool: Arc<Mutex<Pool>>,
+    /// Tuned kernel choices (`crate::tune`), consulted by ops as they record.
+    tuning: RwLock<HashMap<TuneKey, String>>,
+    /// Whether `tuning` has any entry: a lock-free check on every record.
+    tuning_on: AtomicBool,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -304,7 +316,51 @@ impl GpuContext {
             lost,
             pipelines: Mutex::new(HashMap::new()),
             pool: Arc::new(Mutex::new(Pool::default())),
+            tuning: RwLock::new(HashMap::new()),
+            tuning_on: AtomicBool::new(false),
         })
+    }
+
+    /// Whether any tuned kernel choice is loaded.
+    pub fn has_tuning(&self) -> bool {
+        self.tuning_on.load(Ordering::Acquire)
+    }
+
+    /// The tuned choice (a candidate label) for `key`, if one is loaded.
+    pub fn tuned(&self, key: &TuneKey) -> Option<String> {
+        let table = self.tuning.read().unwrap_or_else(PoisonError::into_inner);
+        table.get(key).cloned()
+    }
+
+    /// Loads (or replaces) the tuned choice for `key`; ops recorded afterwards use it.
+    pub fn set_tuned(&self, key: TuneKey, choice: String) {
+        let mut table = self.tuning.write().unwrap_or_else(PoisonError::into_inner);
+        table.insert(key, choice);
+        self.tuning_on.store(true, Ordering::Release);
+    }
+
+    /// Removes the tuned choice for `key`, returning it.
+    pub fn remove_tuned(&self, key: &TuneKey) -> Option<String> {
+        let mut table = self.tuning.write().unwrap_or_else(PoisonError::into_inner);
+        let old = table.remove(key);
+        self.tuning_on.store(!table.is_empty(), Ordering::Release);
+        old
+    }
+
+    /// Every loaded tuned choice, sorted by key.
+    pub fn tuned_entries(&self) -> Vec<(TuneKey, String)> {
+        let table = self.tuning.read().unwrap_or_else(PoisonError::into_inner);
+        let mut v: Vec<(TuneKey, String)> =
+            table.iter().map(|(k, c)| (k.clone(), c.clone())).collect();
+        v.sort();
+        v
+    }
+
+    /// Drops every tuned choice: kernels run their defaults again.
+    pub fn clear_tuning(&self) {
+        let mut table = self.tuning.write().unwrap_or_else(PoisonError::into_inner);
+        table.clear();
+        self.tuning_on.store(false, Ordering::Release);
     }
 
     /// What this context runs on.
@@ -564,7 +620,39 @@ impl GpuContext {
                 }),
             dispatches: 0,
             held: Vec::new(),
+            timing: None,
         }
+    }
+
+    /// A [`Recorder`] that also writes a GPU timestamp before and after each of its first
+    /// `max_passes` dispatches, for [`Recorder::submit_timed`] (the autotuner's clock).
+    /// `None` when the device has no timestamp queries.
+    pub fn recorder_timed(&self, max_passes: u32) -> Result<Option<Recorder<'_>>> {
+        if !self
+            .device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+            || max_passes == 0
+        {
+            return Ok(None);
+        }
+        let count = max_passes
+            .saturating_mul(2)
+            .min(wgpu::QUERY_SET_MAX_QUERIES);
+        let query_set = self.scoped(|| {
+            self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("spore_timing"),
+                ty: wgpu::QueryType::Timestamp,
+                count,
+            })
+        })?;
+        let mut rec = self.recorder();
+        rec.timing = Some(Timing {
+            query_set,
+            capacity: count,
+            used: 0,
+        });
+        Ok(Some(rec))
     }
 
     /// Waits until every submitted command has finished (benchmarks stop the clock after
@@ -633,6 +721,15 @@ pub struct Recorder<'g> {
     dispatches: usize,
     /// Pooled temporaries of the recorded kernels, returned to the pool after the submit.
     held: Vec<PooledBuffer>,
+    /// Timestamp queries around each pass (see [`GpuContext::recorder_timed`]).
+    timing: Option<Timing>,
+}
+
+/// The timestamp query set of a timed recorder and how many of its slots are written.
+struct Timing {
+    query_set: wgpu::QuerySet,
+    capacity: u32,
+    used: u32,
 }
 
 impl Recorder<'_> {
@@ -653,6 +750,18 @@ impl Recorder<'_> {
         }
         let device = &self.gpu.device;
         let encoder = &mut self.encoder;
+        // In a timed recorder, the pass writes its start and end into the next two slots.
+        let timestamp_writes = match &mut self.timing {
+            Some(t) if t.used + 2 <= t.capacity => {
+                t.used += 2;
+                Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &t.query_set,
+                    beginning_of_pass_write_index: Some(t.used - 2),
+                    end_of_pass_write_index: Some(t.used - 1),
+                })
+            }
+            _ => None,
+        };
         self.gpu.scoped(|| {
             let layout = pipeline.get_bind_group_layout(0);
             let entries: Vec<wgpu::BindGroupEntry> = buffers
@@ -668,7 +777,10 @@ impl Recorder<'_> {
                 layout: &layout,
                 entries: &entries,
             });
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes,
+            });
             pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
@@ -712,6 +824,44 @@ impl Recorder<'_> {
         let handle = (*buffer).clone();
         self.held.push(buffer);
         Ok(handle)
+    }
+
+    /// Submits like [`Recorder::submit`], waits, and returns the GPU time in seconds summed
+    /// over the timed passes (each pass from its start to its end timestamp), or `None` for
+    /// a recorder that is not timed or timed nothing.
+    pub fn submit_timed(mut self) -> Result<Option<f64>> {
+        let Some(t) = self.timing.take() else {
+            self.submit()?;
+            return Ok(None);
+        };
+        if t.used == 0 {
+            self.submit()?;
+            return Ok(None);
+        }
+        let gpu = self.gpu;
+        let bytes = u64::from(t.used) * wgpu::QUERY_SIZE as u64;
+        let resolve = gpu.scoped(|| {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("spore_timing_resolve"),
+                size: bytes,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            })
+        })?;
+        let encoder = &mut self.encoder;
+        gpu.scoped(|| encoder.resolve_query_set(&t.query_set, 0..t.used, &resolve, 0))?;
+        self.submit()?;
+        let raw = gpu.read_back(&resolve, bytes)?;
+        let ticks: Vec<u64> = raw
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        let total: u64 = ticks
+            .chunks_exact(2)
+            .map(|p| p[1].saturating_sub(p[0]))
+            .sum();
+        let period_ns = f64::from(gpu.queue.get_timestamp_period());
+        Ok(Some(total as f64 * period_ns * 1e-9))
     }
 
     /// Finishes the encoder and submits it (does not wait; [`GpuContext::read_back`] and

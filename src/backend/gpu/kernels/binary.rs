@@ -8,6 +8,7 @@ use super::GpuElement;
 use super::unary::{check_buffer, check_wg, grid, output, read, to_u32, upload};
 use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::{Error, Result};
+use crate::tune::{TuneKey, TuneSpec, bucket, shader_hash};
 use spore_kernels_cpu::reference::binary::{BinaryOp, broadcast_shape};
 
 /// Axes the shader's `Params` can describe after merging.
@@ -46,8 +47,43 @@ impl Default for Knobs {
     }
 }
 
+impl Knobs {
+    /// The autotuner's label, e.g. `wg256` (parsed back by [`Knobs::parse`]).
+    pub fn label(&self) -> String {
+        format!("wg{}", self.wg)
+    }
+
+    /// Parses a [`Knobs::label`]; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Knobs> {
+        Some(Knobs {
+            wg: s.strip_prefix("wg")?.parse().ok()?,
+        })
+    }
+}
+
 /// Legal knob sets for the autotuner.
 pub const CANDIDATES: &[Knobs] = &[Knobs { wg: 256 }, Knobs { wg: 64 }, Knobs { wg: 128 }];
+
+/// The autotuner's view of a binary op producing `out_len` elements: key `binary f32
+/// [elements, broadcasts]` (elements bucketed; `broadcasts` 1 when the operand shapes
+/// differ) and the [`CANDIDATES`], the default first.
+pub fn tune_spec(out_len: usize, broadcasts: bool) -> TuneSpec {
+    let mut candidates = vec![Knobs::default().label()];
+    for k in CANDIDATES {
+        if !candidates.contains(&k.label()) {
+            candidates.push(k.label());
+        }
+    }
+    TuneSpec {
+        key: TuneKey {
+            kernel: "binary".into(),
+            dtype: "f32".into(),
+            shape: vec![bucket(out_len), u32::from(broadcasts)],
+        },
+        candidates,
+        shader_hash: shader_hash(&["binary"]),
+    }
+}
 
 /// One broadcast binary op.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,6 +13,7 @@ use super::bias_add::grid_1d;
 use super::matmul::{self, Matmul, Tile, check_buffer};
 use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::{Error, Result};
+use crate::tune::{TuneKey, TuneSpec, bucket, shader_hash};
 use spore_kernels_cpu::reference::activation::Activation;
 use spore_kernels_cpu::reference::conv2d::Conv2dParams;
 use spore_kernels_cpu::reference::matmul::MatmulParams;
@@ -87,6 +88,86 @@ pub enum Variant {
     },
     /// One output element per invocation: the baseline.
     Naive,
+}
+
+impl Variant {
+    /// The autotuner's label: `tile 16x16 bk16`, `rows wg64` or `naive` (the matmul
+    /// labels of the same kernels; parsed back by [`Variant::parse`]).
+    pub fn label(&self) -> String {
+        match self {
+            Variant::Tiled(t) => t.label(),
+            Variant::Rows { wg } => format!("rows wg{wg}"),
+            Variant::Naive => "naive".into(),
+        }
+    }
+
+    /// Parses a [`Variant::label`]; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Variant> {
+        match matmul::Variant::parse(s)? {
+            matmul::Variant::Tiled(t) => Some(Variant::Tiled(t)),
+            matmul::Variant::Rows { wg } => Some(Variant::Rows { wg }),
+            matmul::Variant::Naive => Some(Variant::Naive),
+            _ => None,
+        }
+    }
+
+    /// Every variant the autotuner tries on `gpu`, the default first: the tiles that fit its
+    /// limits, the rows kernel at each workgroup size, and the naive baseline.
+    pub fn candidates(gpu: &GpuContext) -> Vec<Variant> {
+        let mut out = vec![Variant::Tiled(Tile::DEFAULT)];
+        for t in CANDIDATES.iter().filter(|t| t.fits(gpu)) {
+            if !out.contains(&Variant::Tiled(*t)) {
+                out.push(Variant::Tiled(*t));
+            }
+        }
+        for wg in matmul::ROWS_CANDIDATES {
+            out.push(Variant::Rows { wg: *wg });
+        }
+        out.push(Variant::Naive);
+        out
+    }
+}
+
+/// Every shader a conv2d candidate may run (1x1 convolutions go to the matmul ones).
+pub const TUNE_SHADERS: &[&str] = &[
+    "conv2d",
+    "conv2d_rows",
+    "conv2d_naive",
+    "matmul",
+    "matmul_rows",
+    "matmul_naive",
+];
+
+/// The autotuner's view of convolution `p` on `gpu`: key `conv2d f32 [n, h, w, c_in, c_out,
+/// kh, kw, stride_h, stride_w, dilation_h, dilation_w, groups]` (batch and spatial sizes
+/// bucketed) and the [`Variant::candidates`].
+pub fn tune_spec(p: &Conv2dParams, gpu: &GpuContext) -> TuneSpec {
+    let exact = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    TuneSpec {
+        key: TuneKey {
+            kernel: "conv2d".into(),
+            dtype: "f32".into(),
+            shape: vec![
+                bucket(p.n),
+                bucket(p.h),
+                bucket(p.w),
+                exact(p.c_in),
+                exact(p.c_out),
+                exact(p.kh),
+                exact(p.kw),
+                exact(p.stride_h),
+                exact(p.stride_w),
+                exact(p.dilation_h),
+                exact(p.dilation_w),
+                exact(p.groups),
+            ],
+        },
+        candidates: Variant::candidates(gpu)
+            .iter()
+            .map(Variant::label)
+            .collect(),
+        shader_hash: shader_hash(TUNE_SHADERS),
+    }
 }
 
 /// Legal tile knob sets for the autotuner: the matmul ones.

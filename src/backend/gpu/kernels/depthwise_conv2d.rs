@@ -10,6 +10,7 @@ use super::activation_wgsl;
 use super::unary::{check_buffer, check_wg, grid, output, read, to_u32, upload};
 use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::{Error, Result};
+use crate::tune::{TuneKey, TuneSpec, bucket, shader_hash};
 use spore_kernels_cpu::reference::activation::Activation;
 use spore_kernels_cpu::reference::depthwise_conv2d::DepthwiseConv2dParams;
 
@@ -56,6 +57,28 @@ impl Default for Knobs {
     }
 }
 
+impl Knobs {
+    /// The autotuner's label, e.g. `wg64 cols4 vec4` or `wg64 cols4 scalar` (parsed back by
+    /// [`Knobs::parse`]).
+    pub fn label(&self) -> String {
+        let shader = if self.vec4 { "vec4" } else { "scalar" };
+        format!("wg{} cols{} {shader}", self.wg, self.cols)
+    }
+
+    /// Parses a [`Knobs::label`]; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Knobs> {
+        let mut it = s.split(' ');
+        let wg = it.next()?.strip_prefix("wg")?.parse().ok()?;
+        let cols = it.next()?.strip_prefix("cols")?.parse().ok()?;
+        let vec4 = match it.next()? {
+            "vec4" => true,
+            "scalar" => false,
+            _ => return None,
+        };
+        it.next().is_none().then_some(Knobs { wg, cols, vec4 })
+    }
+}
+
 /// Legal knob sets for the autotuner.
 pub const CANDIDATES: &[Knobs] = &[
     Knobs {
@@ -84,6 +107,49 @@ pub const CANDIDATES: &[Knobs] = &[
         vec4: false,
     },
 ];
+
+/// Every shader a depthwise candidate may run.
+pub const TUNE_SHADERS: &[&str] = &["depthwise_conv2d", "depthwise_conv2d_vec4"];
+
+/// The autotuner's view of depthwise convolution `p`: key `depthwise_conv2d f32 [n, h, w,
+/// c_in, multiplier, kh, kw, stride_h, stride_w, dilation_h, dilation_w]` (batch and
+/// spatial sizes bucketed) and the [`CANDIDATES`] this shape can run, the default first
+/// (vec4 knob sets become scalar ones where the shape has no vec4 path).
+pub fn tune_spec(p: &DepthwiseConv2dParams) -> TuneSpec {
+    let exact = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    let vec4_ok = p.multiplier == 1 && p.c_in.is_multiple_of(4);
+    let mut candidates: Vec<String> = Vec::new();
+    for k in std::iter::once(Knobs::default()).chain(CANDIDATES.iter().copied()) {
+        let k = Knobs {
+            vec4: k.vec4 && vec4_ok,
+            ..k
+        };
+        if !candidates.contains(&k.label()) {
+            candidates.push(k.label());
+        }
+    }
+    TuneSpec {
+        key: TuneKey {
+            kernel: "depthwise_conv2d".into(),
+            dtype: "f32".into(),
+            shape: vec![
+                bucket(p.n),
+                bucket(p.h),
+                bucket(p.w),
+                exact(p.c_in),
+                exact(p.multiplier),
+                exact(p.kh),
+                exact(p.kw),
+                exact(p.stride_h),
+                exact(p.stride_w),
+                exact(p.dilation_h),
+                exact(p.dilation_w),
+            ],
+        },
+        candidates,
+        shader_hash: shader_hash(TUNE_SHADERS),
+    }
+}
 
 /// One depthwise convolution.
 #[derive(Debug, Clone, Copy, PartialEq)]

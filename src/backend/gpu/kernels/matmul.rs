@@ -11,6 +11,7 @@ use super::activation_wgsl;
 use super::bias_add::grid_1d;
 use crate::backend::gpu::{GpuContext, Recorder};
 use crate::error::{Error, Result};
+use crate::tune::{TuneKey, TuneSpec, bucket, shader_hash};
 use spore_kernels_cpu::reference::activation::Activation;
 use spore_kernels_cpu::reference::matmul::MatmulParams;
 
@@ -105,6 +106,34 @@ impl Tile {
     }
 }
 
+impl Tile {
+    /// The autotuner's label, e.g. `tile 16x16 bk16` (parsed back by [`Tile::parse`]).
+    pub fn label(&self) -> String {
+        format!("tile {}x{} bk{}", self.wg_x, self.wg_y, self.bk)
+    }
+
+    /// Parses a [`Tile::label`]; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Tile> {
+        let rest = s.strip_prefix("tile ")?;
+        let (dims, bk) = rest.split_once(" bk")?;
+        let (x, y) = dims.split_once('x')?;
+        Some(Tile {
+            wg_x: x.parse().ok()?,
+            wg_y: y.parse().ok()?,
+            bk: bk.parse().ok()?,
+        })
+    }
+
+    /// Whether the tile fits `gpu`'s invocation and workgroup-memory limits (the tuner only
+    /// offers candidates that do).
+    pub fn fits(&self, gpu: &GpuContext) -> bool {
+        let a = gpu.adapter();
+        self.validate().is_ok()
+            && self.wg_x * self.wg_y <= a.max_compute_invocations_per_workgroup
+            && 16 * self.bk * (self.wg_x + self.wg_y) <= a.max_compute_workgroup_storage_size
+    }
+}
+
 /// Legal tile knob sets for the autotuner (all within the downlevel limits).
 pub const CANDIDATES: &[Tile] = &[
     Tile::DEFAULT,
@@ -129,6 +158,41 @@ pub const CANDIDATES: &[Tile] = &[
         bk: 32,
     },
 ];
+
+/// Every shader a matmul candidate may run.
+pub const TUNE_SHADERS: &[&str] = &[
+    "matmul",
+    "matmul_small",
+    "matmul_splitk",
+    "matmul_splitk_reduce",
+    "matmul_rows",
+    "matmul_naive",
+];
+
+/// The autotuner's view of product `p` on `gpu`: key `matmul f32 [batch, m, n, k, trans_a,
+/// trans_b, shared_b]` (sizes bucketed) and the [`Variant::candidates`].
+pub fn tune_spec(p: &MatmulParams, gpu: &GpuContext) -> TuneSpec {
+    TuneSpec {
+        key: TuneKey {
+            kernel: "matmul".into(),
+            dtype: "f32".into(),
+            shape: vec![
+                bucket(p.batch),
+                bucket(p.m),
+                bucket(p.n),
+                bucket(p.k),
+                u32::from(p.transpose_a),
+                u32::from(p.transpose_b),
+                u32::from(p.b_batch == 1),
+            ],
+        },
+        candidates: Variant::candidates(p, gpu)
+            .iter()
+            .map(Variant::label)
+            .collect(),
+        shader_hash: shader_hash(TUNE_SHADERS),
+    }
+}
 
 /// Which matmul kernel runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +229,80 @@ pub enum Variant {
 pub const ROWS_CANDIDATES: &[u32] = &[64, 32, 128];
 
 impl Variant {
+    /// The autotuner's label: `tile 16x16 bk16`, `small wg64`,
+    /// `splitk 16x16 bk16 s4`, `rows wg64` or `naive` (parsed back by [`Variant::parse`]).
+    pub fn label(&self) -> String {
+        match self {
+            Variant::Tiled(t) => t.label(),
+            Variant::Small { wg } => format!("small wg{wg}"),
+            Variant::SplitK { tile, splits } => {
+                format!("split{} s{splits}", tile.label().trim_start_matches("tile"))
+            }
+            Variant::Rows { wg } => format!("rows wg{wg}"),
+            Variant::Naive => "naive".into(),
+        }
+    }
+
+    /// Parses a [`Variant::label`]; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Variant> {
+        if s == "naive" {
+            return Some(Variant::Naive);
+        }
+        if let Some(wg) = s.strip_prefix("small wg") {
+            return Some(Variant::Small {
+                wg: wg.parse().ok()?,
+            });
+        }
+        if let Some(wg) = s.strip_prefix("rows wg") {
+            return Some(Variant::Rows {
+                wg: wg.parse().ok()?,
+            });
+        }
+        if let Some(rest) = s.strip_prefix("split ") {
+            let (tile, splits) = rest.rsplit_once(" s")?;
+            return Some(Variant::SplitK {
+                tile: Tile::parse(&format!("tile {tile}"))?,
+                splits: splits.parse().ok()?,
+            });
+        }
+        Tile::parse(s).map(Variant::Tiled)
+    }
+
+    /// Every variant the autotuner tries for `p` on `gpu`: the tiles that fit its limits, the
+    /// small-M and split-K kernels where the shape suits them, the rows kernel, and the naive
+    /// baseline (pruned quickly, but a fair reference point). The default comes first.
+    pub fn candidates(p: &MatmulParams, gpu: &GpuContext) -> Vec<Variant> {
+        let mut out = vec![Variant::choose(p)];
+        let mut push = |v: Variant| {
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        };
+        for t in CANDIDATES.iter().filter(|t| t.fits(gpu)) {
+            push(Variant::Tiled(*t));
+        }
+        if p.m <= 16 {
+            for wg in [32, 64, 128, 256] {
+                push(Variant::Small { wg });
+            }
+        }
+        if p.k >= 256 {
+            for splits in [2, 4, 8] {
+                if p.k >= 64 * splits as usize {
+                    push(Variant::SplitK {
+                        tile: Tile::DEFAULT,
+                        splits,
+                    });
+                }
+            }
+        }
+        for wg in ROWS_CANDIDATES {
+            push(Variant::Rows { wg: *wg });
+        }
+        push(Variant::Naive);
+        out
+    }
+
     /// A sensible variant for `p` without tuning data: small-M for a handful of rows, split-K
     /// when K dwarfs an output that cannot fill the GPU, the default tile otherwise.
     pub fn choose(p: &MatmulParams) -> Variant {
