@@ -22,6 +22,7 @@ use crate::graph::TensorFact;
 use crate::ops::Attrs;
 use crate::ops::attrs::AttrValue;
 use crate::tensor::{DType, Tensor};
+use spore_kernels_cpu::optimizer;
 use spore_kernels_cpu::rng::Rng;
 
 /// Adam hyperparameters that do not change between steps.
@@ -126,6 +127,33 @@ impl OpDef for AdamUpdate {
             tensor_f32(dims, nm)?,
             tensor_f32(dims, nv)?,
         ])
+    }
+
+    /// The tuned f32 kernel (`kernels-cpu` optimizer), updating copies of the parameter and
+    /// both moments in one pass.
+    fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
+        super::infer_eval(self, inputs)?;
+        let g = input_f32(Self::NAME, inputs, 1)?;
+        let (lr, step) = lr_step(Self::NAME, inputs, 4, 5)?;
+        let (mut p, mut m, mut v) = (inputs[0].clone(), inputs[2].clone(), inputs[3].clone());
+        let ap = optimizer::AdamParams {
+            lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            decoupled: self.decoupled,
+            step: step as u64,
+        };
+        optimizer::adam(
+            ap,
+            p.as_mut_slice::<f32>()?,
+            g,
+            m.as_mut_slice::<f32>()?,
+            v.as_mut_slice::<f32>()?,
+            threads,
+        )?;
+        Ok(vec![p, m, v])
     }
 
     fn attrs(&self) -> Attrs {

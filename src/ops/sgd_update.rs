@@ -25,6 +25,7 @@ use crate::graph::TensorFact;
 use crate::ops::Attrs;
 use crate::ops::attrs::AttrValue;
 use crate::tensor::{DType, Tensor};
+use spore_kernels_cpu::optimizer;
 use spore_kernels_cpu::rng::Rng;
 
 /// SGD hyperparameters that do not change between steps (the learning rate is an input, so
@@ -167,6 +168,48 @@ impl OpDef for SgdUpdate {
             new_buf.push(b as f32);
         }
         Ok(vec![tensor_f32(dims, new_p)?, tensor_f32(dims, new_buf)?])
+    }
+
+    /// The tuned f32 kernels (`kernels-cpu` optimizer: SGD, momentum, Nesterov), writing into
+    /// copies of the parameter and velocity; dampening, which they do not take, uses the
+    /// reference.
+    fn eval_cpu(&self, inputs: &[&Tensor], threads: usize) -> Result<Vec<Tensor>> {
+        if self.dampening != 0.0 {
+            return self.eval_ref(inputs);
+        }
+        super::infer_eval(self, inputs)?;
+        let (lr, step) = lr_step(Self::NAME, inputs, 2, 3)?;
+        let g = input_f32(Self::NAME, inputs, 1)?;
+        let mut p = inputs[0].clone();
+        if !self.has_buffer() {
+            let sp = optimizer::SgdParams {
+                lr,
+                weight_decay: self.weight_decay,
+            };
+            optimizer::sgd(sp, p.as_mut_slice::<f32>()?, g, threads)?;
+            return Ok(vec![p]);
+        }
+        // The first step starts the velocity at the gradient: from a zero velocity, the
+        // kernel's `v = mu * v + g` gives exactly that whatever the input buffer holds.
+        let mut buf = if step == 1 {
+            Tensor::zeros(DType::F32, inputs[0].dims())?
+        } else {
+            inputs[4].clone()
+        };
+        let mp = optimizer::MomentumParams {
+            lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            nesterov: self.nesterov,
+        };
+        optimizer::momentum(
+            mp,
+            p.as_mut_slice::<f32>()?,
+            g,
+            buf.as_mut_slice::<f32>()?,
+            threads,
+        )?;
+        Ok(vec![p, buf])
     }
 
     fn attrs(&self) -> Attrs {

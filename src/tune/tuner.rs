@@ -39,6 +39,8 @@ pub struct TuneOptions {
     pub tolerance: f64,
     /// Seed of the random inputs.
     pub seed: u64,
+    /// Which clock times the candidates.
+    pub clock: Clock,
     /// Adds to every instance a deliberately wrong candidate (the default kernel with a sign
     /// flipped in every seventh output) that the verifier must reject: a check of the checker.
     pub self_test: bool,
@@ -53,9 +55,21 @@ impl Default for TuneOptions {
             prune_factor: 1.5,
             tolerance: GPU_TOLERANCE,
             seed: 0x5eed,
+            clock: Clock::Auto,
             self_test: false,
         }
     }
+}
+
+/// How candidates are timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Clock {
+    /// GPU timestamp queries when the adapter has them, else the wall clock.
+    #[default]
+    Auto,
+    /// Wall clock from submit to completion (what a session's run sees, driver overhead
+    /// included; on a software adapter the timestamps measure only part of the work).
+    Wall,
 }
 
 /// One tunable kernel instance: an op on concrete input shapes, and the nodes that run it.
@@ -305,7 +319,7 @@ pub fn tune(
     }
     let start = Instant::now();
     let deadline = start + opts.budget;
-    let timed = gpu.recorder_timed(1)?.is_some();
+    let timed = opts.clock == Clock::Auto && gpu.recorder_timed(1)?.is_some();
     let mut rng = Rng::new(opts.seed);
     let mut results = Vec::with_capacity(instances.len());
     let mut exhausted = false;

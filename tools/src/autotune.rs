@@ -45,6 +45,8 @@ pub struct Args {
     pub out: PathBuf,
     /// Add a deliberately wrong candidate that must be rejected.
     pub self_test: bool,
+    /// Time with the wall clock even where GPU timestamps exist.
+    pub wall_clock: bool,
 }
 
 fn read_shapes(path: &Path, gpu: &GpuContext) -> Result<Vec<Instance>> {
@@ -163,6 +165,11 @@ pub fn run(args: &Args) -> Result<()> {
         budget: Duration::from_secs(args.budget),
         samples: args.samples,
         self_test: args.self_test,
+        clock: if args.wall_clock {
+            tuner::Clock::Wall
+        } else {
+            tuner::Clock::Auto
+        },
         ..TuneOptions::default()
     };
     let bar = ProgressBar::new(instances.len() as u64);

@@ -186,6 +186,10 @@ enum Command {
         /// check that verification works).
         #[arg(long)]
         self_test: bool,
+        /// Time candidates with the wall clock (submit to completion) even where the adapter
+        /// has GPU timestamps.
+        #[arg(long)]
+        wall_clock: bool,
     },
     /// Run every op's seeded cases on every available backend (reference, tuned CPU at 1 and
     /// N threads, GPU) against the reference; one row per op x backend; exit 1 on any failure.
@@ -373,6 +377,7 @@ fn main() -> ExitCode {
             samples,
             out,
             self_test,
+            wall_clock,
         } => {
             let source = match (model, zoo, shapes) {
                 (Some(m), _, _) => Some(autotune::Source::Model(m)),
@@ -392,6 +397,7 @@ fn main() -> ExitCode {
                     samples,
                     out,
                     self_test,
+                    wall_clock,
                 }),
                 None => Err(spore::Error::InvalidInput {
                     reason: "give one of --model FILE, --zoo NAME, --shapes FILE".into(),

@@ -170,6 +170,21 @@ pub fn run(
             );
         }
     }
+    // The last run, segment by segment: where the time went and how the GPU was fed.
+    let stats = session.run_stats()?;
+    for seg in &stats.segments {
+        println!(
+            "segment {} ({}): {} nodes, {} dispatches, {} submits, {:.1} KiB up, {:.1} KiB back, {:.3} ms",
+            seg.index,
+            seg.device.name(),
+            seg.nodes,
+            seg.dispatches,
+            seg.submits,
+            seg.upload_bytes as f64 / 1024.0,
+            seg.readback_bytes as f64 / 1024.0,
+            seg.seconds * 1e3
+        );
+    }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     println!(
