@@ -327,6 +327,8 @@ ops! {
     BatchNormGrad => batch_norm_grad,
     // lead: training-mode forward ops.
     BatchNormTrain => batch_norm_train,
+    // Planner-made: fused runs of elementwise ops (plan::fuse).
+    ElementwiseChain => elementwise_chain,
 }
 
 // ---- helpers shared by the op files -------------------------------------------------------

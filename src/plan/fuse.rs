@@ -18,22 +18,26 @@
 //! * [`Rule::MergeReshape`]: `reshape` of `reshape` (or of `flatten`) becomes one `reshape`.
 //! * [`Rule::FoldConstant`]: a node whose inputs are all constants becomes constants (through
 //!   `eval_ref`), up to [`FuseOptions::max_folded_bytes`] so big weights are not duplicated.
+//! * [`Rule::FuseElementwise`]: an `activation` or same-shape `binary` whose input comes from
+//!   another (or from an `elementwise_chain`) becomes one `elementwise_chain` node, one pass
+//!   over memory: ResNet's `relu(add(a, b))`, swish's `mul(sigmoid(x), x)`. Tried last, so a
+//!   convolution or matmul producer still takes an activation into its epilogue. Never in
+//!   training graphs (the chain has no gradient rule).
 //!
 //! Invariants: a value is only fused away when its single consumer is the node being merged
 //! and it is not a graph output, so an intermediate a caller (or a gradient node of a training
 //! graph) reads is never lost; a fused node takes the name of the last value it replaces, so
 //! graph outputs keep their names and `output_by_tensor_name` still works.
 //!
-//! Not done, on purpose: chains of elementwise ops that no existing op expresses (say
-//! `x * sigmoid(x)`, or `relu` after `add` of two activations) stay separate nodes. Merging
-//! them needs a generic fused-elementwise op with its own CPU and WGSL kernels (an expression
-//! attribute interpreted per element); that is future work, not a rewrite.
+//! Not merged: broadcasting binaries (their operands differ in shape; per-channel constants
+//! fold into weights instead), and chains past the kernel's 4 inputs or 8 steps.
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, GraphBuilder, TensorFact, ValueKind};
 use crate::ops::Op;
 use crate::ops::activation::ActivationKind;
 use crate::ops::binary::BinaryKind;
+use crate::ops::elementwise_chain::{ElementwiseChain, MAX_INPUTS, MAX_STEPS, Step};
 use crate::ops::reshape::Reshape;
 use crate::tensor::{DType, Tensor};
 use std::collections::HashSet;
@@ -56,11 +60,13 @@ pub enum Rule {
     MergeReshape,
     /// Nodes whose inputs are all constants evaluated once.
     FoldConstant,
+    /// Runs of activations and same-shape binaries into one `elementwise_chain`.
+    FuseElementwise,
 }
 
 impl Rule {
     /// Every rule, in the order each fixpoint round tries them.
-    pub const ALL: [Rule; 7] = [
+    pub const ALL: [Rule; 8] = [
         Rule::DropIdentity,
         Rule::MergeReshape,
         Rule::FoldConstant,
@@ -68,6 +74,7 @@ impl Rule {
         Rule::FoldAffine,
         Rule::FuseBias,
         Rule::FuseActivation,
+        Rule::FuseElementwise,
     ];
 
     /// The rule's snake_case name (for reports).
@@ -80,6 +87,7 @@ impl Rule {
             Rule::DropIdentity => "drop_identity",
             Rule::MergeReshape => "merge_reshape",
             Rule::FoldConstant => "fold_constant",
+            Rule::FuseElementwise => "fuse_elementwise",
         }
     }
 }
@@ -469,7 +477,127 @@ impl Work {
             Rule::DropIdentity => Ok(self.drop_identity()),
             Rule::MergeReshape => Ok(self.merge_reshape()),
             Rule::FoldConstant => self.fold_constant(opts),
+            Rule::FuseElementwise if !opts.training => Ok(self.fuse_elementwise()),
+            Rule::FuseElementwise => Ok(None),
         }
+    }
+
+    /// `node` as chain steps over its own inputs, when it is an activation, a same-shape
+    /// binary, or already a chain (all of its inputs with its output's shape).
+    fn chain_steps(&self, node: &WNode) -> Option<Vec<Step>> {
+        let out = &self.values[*node.outputs.first()?].fact;
+        if out.dtype != DType::F32
+            || node
+                .inputs
+                .iter()
+                .any(|&v| self.values[v].fact.shape != out.shape)
+        {
+            return None;
+        }
+        match &node.op {
+            Op::Activation(a) => Some(vec![Step::Act(a.kind)]),
+            Op::Binary(b) => Some(vec![Step::Bin {
+                kind: b.kind,
+                operand: 1,
+                reversed: false,
+            }]),
+            Op::ElementwiseChain(c) => Some(c.steps.clone()),
+            _ => None,
+        }
+    }
+
+    fn fuse_elementwise(&mut self) -> Option<Rewrite> {
+        let uses = self.uses();
+        for j in 0..self.nodes.len() {
+            let Some(node) = self.node(j) else { continue };
+            let Some(n_steps) = self.chain_steps(node) else {
+                continue;
+            };
+            for pos in 0..node.inputs.len() {
+                let Some((p, prod)) = self.private_producer(node.inputs[pos], &uses) else {
+                    continue;
+                };
+                let Some(p_steps) = self.chain_steps(prod) else {
+                    continue;
+                };
+                // The producer's value must be the consumer's accumulator (input 0), or the
+                // other operand of a single binary, which then runs reversed.
+                let n_steps = match (pos, n_steps.as_slice()) {
+                    (0, _) => n_steps.clone(),
+                    (
+                        1,
+                        [
+                            Step::Bin {
+                                kind,
+                                operand: 1,
+                                reversed,
+                            },
+                        ],
+                    ) => vec![Step::Bin {
+                        kind: *kind,
+                        operand: 0,
+                        reversed: !reversed,
+                    }],
+                    _ => continue,
+                };
+                // Inputs: the producer's, then the consumer's others, each value once.
+                let mut inputs: Vec<usize> = Vec::new();
+                let slot = |v: usize, inputs: &mut Vec<usize>| {
+                    inputs.iter().position(|&u| u == v).unwrap_or_else(|| {
+                        inputs.push(v);
+                        inputs.len() - 1
+                    })
+                };
+                let p_map: Vec<usize> = prod.inputs.iter().map(|&v| slot(v, &mut inputs)).collect();
+                let n_map: Vec<Option<usize>> = node
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| (i != pos).then(|| slot(v, &mut inputs)))
+                    .collect();
+                if inputs.first() != prod.inputs.first() {
+                    continue;
+                }
+                let remap = |s: &Step, map: &dyn Fn(usize) -> Option<usize>| -> Option<Step> {
+                    Some(match *s {
+                        Step::Act(a) => Step::Act(a),
+                        Step::Bin {
+                            kind,
+                            operand,
+                            reversed,
+                        } => Step::Bin {
+                            kind,
+                            operand: map(operand)?,
+                            reversed,
+                        },
+                    })
+                };
+                let mut steps = Vec::with_capacity(p_steps.len() + n_steps.len());
+                for s in &p_steps {
+                    steps.push(remap(s, &|k| p_map.get(k).copied())?);
+                }
+                // In the reversed single binary the operand index already names the
+                // consumer's input 0.
+                for s in &n_steps {
+                    steps.push(remap(s, &|k| n_map.get(k).copied().flatten())?);
+                }
+                if inputs.len() > MAX_INPUTS || steps.len() > MAX_STEPS {
+                    continue;
+                }
+                let chain = ElementwiseChain { steps };
+                if chain.check(inputs.len()).is_err() {
+                    continue;
+                }
+                let merged = WNode {
+                    name: node.name.clone(),
+                    op: chain.into(),
+                    inputs,
+                    outputs: node.outputs.clone(),
+                };
+                return Some(self.merge(p, j, merged, Rule::FuseElementwise));
+            }
+        }
+        None
     }
 
     /// The node producing `v` when `v` is private to its one consumer.
@@ -1031,6 +1159,7 @@ fn scale_channels(w: &Tensor, axis: ChannelAxis, alpha: &[f64]) -> Result<Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::ValueId;
     use crate::models::{Arch, ModelConfig};
     use crate::ops::activation::Activation;
     use crate::ops::batch_norm::BatchNorm;
@@ -1248,15 +1377,79 @@ mod tests {
             .count();
         assert_eq!(with_act, 9);
         assert_eq!(count(&f, "conv2d"), count(&g, "conv2d"));
-        let feeds_act = f
-            .nodes()
-            .iter()
-            .filter(|n| n.op.name() == "activation")
-            .all(|n| match f.value(n.inputs[0]).unwrap().kind {
-                ValueKind::Output { node, .. } => f.nodes()[node.0].op.name() == "binary",
-                _ => false,
-            });
-        assert!(feeds_act, "every remaining relu follows a residual add");
+        // Each block's residual add and the relu after it run as one elementwise chain.
+        assert_eq!(count(&f, "activation"), 0);
+        assert_eq!(count(&f, "binary"), 0);
+        assert_eq!(count(&f, "elementwise_chain"), 8);
+        assert_eq!(report.count(Rule::FuseElementwise), 8);
+    }
+
+    /// A graph of elementwise nodes on `[2, 3, 5]` inputs `a`, `b`, `c`.
+    fn elementwise_graph(build: impl Fn(&mut GraphBuilder, [ValueId; 3]) -> ValueId) -> Graph {
+        let mut b = GraphBuilder::new();
+        let ins = ["a", "b", "c"].map(|n| b.input(n, DType::F32, &[2, 3, 5]).unwrap());
+        let y = build(&mut b, ins);
+        b.output(y).unwrap();
+        b.build().unwrap()
+    }
+
+    fn act(b: &mut GraphBuilder, name: &str, kind: ActivationKind, x: ValueId) -> ValueId {
+        b.node1(name, crate::ops::activation::Activation { kind }, &[x])
+            .unwrap()
+    }
+
+    fn bin(b: &mut GraphBuilder, name: &str, kind: BinaryKind, x: ValueId, y: ValueId) -> ValueId {
+        b.node1(name, crate::ops::binary::Binary { kind }, &[x, y])
+            .unwrap()
+    }
+
+    #[test]
+    fn elementwise_runs_become_one_chain() {
+        let mut rng = rng();
+        let opts = FuseOptions::default();
+        // relu(a + b): the residual join.
+        let g = elementwise_graph(|b, [x, y, _]| {
+            let s = bin(b, "add", BinaryKind::Add, x, y);
+            act(b, "relu", ActivationKind::Relu, s)
+        });
+        let (f, _) = check_same(&g, &opts, 1e-6, &mut rng);
+        assert_eq!(f.nodes().len(), 1);
+        assert_eq!(f.nodes()[0].op.name(), "elementwise_chain");
+        // x * sigmoid(x): swish, one input read twice.
+        let g = elementwise_graph(|b, [x, _, _]| {
+            let s = act(b, "sig", ActivationKind::Sigmoid, x);
+            bin(b, "swish", BinaryKind::Mul, x, s)
+        });
+        let (f, _) = check_same(&g, &opts, 1e-6, &mut rng);
+        assert_eq!(f.nodes().len(), 1);
+        assert_eq!(f.nodes()[0].inputs.len(), 1);
+        // c - tanh(a - b), then leaky relu: the producer on the right of a subtraction.
+        let g = elementwise_graph(|b, [x, y, z]| {
+            let d = bin(b, "d", BinaryKind::Sub, x, y);
+            let t = act(b, "t", ActivationKind::Tanh, d);
+            let e = bin(b, "e", BinaryKind::Sub, z, t);
+            act(b, "l", ActivationKind::LeakyRelu(0.2), e)
+        });
+        let (f, report) = check_same(&g, &opts, 1e-6, &mut rng);
+        assert_eq!(f.nodes().len(), 1, "{}", report.describe());
+        assert_eq!(f.nodes()[0].inputs.len(), 3);
+        // A value read twice stays: both readers need it.
+        let g = elementwise_graph(|b, [x, y, _]| {
+            let s = bin(b, "s", BinaryKind::Add, x, y);
+            let r = act(b, "r", ActivationKind::Relu, s);
+            let t = act(b, "t", ActivationKind::Tanh, s);
+            bin(b, "m", BinaryKind::Mul, r, t)
+        });
+        let (f, _) = check_same(&g, &opts, 1e-6, &mut rng);
+        assert!(f.value_by_name("s").is_some(), "the shared sum is kept");
+        assert!(f.nodes().len() < 4);
+        // Training graphs keep the nodes (the chain has no gradient).
+        let g = elementwise_graph(|b, [x, y, _]| {
+            let s = bin(b, "add", BinaryKind::Add, x, y);
+            act(b, "relu", ActivationKind::Relu, s)
+        });
+        let (f, _) = fuse(&g, &FuseOptions::training()).unwrap();
+        assert_eq!(f.nodes().len(), 2);
     }
 
     #[test]

@@ -69,6 +69,8 @@ shaders! {
     batch_norm_grad_apply,
     sgd_update,
     adam_update,
+    // lead: fused elementwise chains (plan::fuse).
+    elementwise_chain,
 }
 
 /// Shared WGSL snippets (`shaders/snippets/<name>.wgsl`): `(name, source)`. A snippet is not
@@ -96,6 +98,7 @@ pub const SHADER_SNIPPETS: &[(&str, &[&str])] = &[
     ("conv_transpose2d", &["activation"]),
     ("matmul_rows", &["activation"]),
     ("conv2d_rows", &["activation"]),
+    ("elementwise_chain", &["activation"]),
 ];
 
 /// The snippet sources shader `name` needs, in order.

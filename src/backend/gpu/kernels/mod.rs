@@ -10,6 +10,7 @@ pub mod conv2d_grad;
 pub mod conv_transpose2d;
 pub mod depthwise_conv2d;
 pub mod depthwise_conv2d_grad;
+pub mod elementwise_chain;
 pub mod matmul;
 pub mod pool2d;
 pub mod reduce;
@@ -39,6 +40,10 @@ pub const PARAMS_SIZES: &[(&str, usize)] = &[
         std::mem::size_of::<batch_norm::CombineParams>(),
     ),
     ("binary", std::mem::size_of::<binary::Params>()),
+    (
+        "elementwise_chain",
+        std::mem::size_of::<elementwise_chain::Params>(),
+    ),
     (
         "depthwise_conv2d",
         std::mem::size_of::<depthwise_conv2d::Params>(),
