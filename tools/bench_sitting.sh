@@ -9,6 +9,8 @@ DAY=$(date -u +%Y-%m-%d)
 D=/tmp/peers/results-$DAY
 date -u +"peers start %H:%M:%S"
 OUT=$D bash ../shared/peers/run_all.sh > /tmp/peers_run.log 2>&1
+# ResNet-18, which the shared peers do not measure (same timing method and JSONL format).
+for t in 1 2; do /tmp/peers/venv/bin/python tools/peers/resnet18.py --threads $t --out $D/results.jsonl >> /tmp/peers_run.log 2>&1; done
 date -u +"peers end %H:%M:%S"
 ./target/release/spore bench cpu --out benches/data/spore-cpu-$DAY.jsonl --peers $D/results.jsonl > benches/data/spore-cpu-$DAY.md 2>&1
 date -u +"spore cpu end %H:%M:%S"
