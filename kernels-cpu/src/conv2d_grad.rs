@@ -520,6 +520,34 @@ fn gather_group(src: &[f32], c: usize, grp: usize, cog: usize, dst: &mut [f32]) 
 
 /// Gathers the receptive fields (group `grp`) of output pixels `pix0 ..` into `cols`, one
 /// `[k]` row per pixel in `(ki, kj, icg)` order (an OHWI weight row's order); padding is zero.
+/// `dst.copy_from_slice(src)` for the short rows of thin convolutions (a LeNet 5x5 kernel row
+/// over one channel is 5 floats): constant-size moves instead of a `memmove` call per row,
+/// whose overhead dominated the weight gradient of such layers.
+#[inline(always)]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len().min(src.len());
+    if n > 32 {
+        dst[..n].copy_from_slice(&src[..n]);
+        return;
+    }
+    let mut i = 0;
+    while i + 8 <= n {
+        dst[i..i + 8].copy_from_slice(&src[i..i + 8]);
+        i += 8;
+    }
+    if i + 4 <= n {
+        dst[i..i + 4].copy_from_slice(&src[i..i + 4]);
+        i += 4;
+    }
+    if i + 2 <= n {
+        dst[i..i + 2].copy_from_slice(&src[i..i + 2]);
+        i += 2;
+    }
+    if i < n {
+        dst[i] = src[i];
+    }
+}
+
 fn im2col(p: &Conv2dParams, g: &Geom, x: &[f32], grp: usize, pix0: usize, cols: &mut [f32]) {
     let (cig, win) = (g.cig, g.win);
     for (r, dst) in cols.chunks_exact_mut(g.k).enumerate() {
@@ -535,14 +563,14 @@ fn im2col(p: &Conv2dParams, g: &Geom, x: &[f32], grp: usize, pix0: usize, cols: 
                     (win.w.input_index(ow, 0), win.w.input_index(ow, p.kw - 1))
             {
                 let s = (row + iw0) * p.c_in;
-                dk.copy_from_slice(&x[s..s + dk.len()]);
+                copy_row(dk, &x[s..s + dk.len()]);
                 continue;
             }
             for (kj, d) in dk.chunks_exact_mut(cig).enumerate() {
                 match win.w.input_index(ow, kj) {
                     Some(iw) => {
                         let s = (row + iw) * p.c_in + grp * cig;
-                        d.copy_from_slice(&x[s..s + cig]);
+                        copy_row(d, &x[s..s + cig]);
                     }
                     None => d.fill(0.0),
                 }

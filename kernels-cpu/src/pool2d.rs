@@ -79,7 +79,6 @@ pub(crate) fn max_pool_core(
 
 /// Body: max pooling gradient of one image: `dx` (zeroed here) receives each `dy` at its
 /// window's winner (the first maximum in scan order; a NaN wins over any number).
-/// `best`/`arg` are `c`-long scratch rows.
 #[inline(always)]
 pub(crate) fn max_pool_grad_core(
     p: MaxPool2dParams,
@@ -87,8 +86,6 @@ pub(crate) fn max_pool_grad_core(
     x: &[f32],
     dy: &[f32],
     dx: &mut [f32],
-    best: &mut [f32],
-    arg: &mut [u32],
 ) {
     let (c, (out_h, out_w)) = (p.c, out_hw);
     if c == 0 || out_w == 0 {
@@ -97,20 +94,25 @@ pub(crate) fn max_pool_grad_core(
     dx.fill(0.0);
     let win = p.window();
     let pw = p.w;
+    // The window's real cells, listed once per output pixel into this buffer: walking a
+    // chain of iterator adapters per channel group cost more than the compares on small
+    // channel counts (LeNet's 6).
+    let mut cell_buf: Vec<usize> = Vec::with_capacity(p.kh.saturating_mul(p.kw));
     for (pix, gr) in dy.chunks_exact(c).enumerate().take(out_h * out_w) {
         let (oh, ow) = (pix / out_w, pix % out_w);
         // The window's real cells in scan order (row-major `ih * w + iw`).
-        let cells = || {
-            win.h
-                .taps(oh)
-                .filter_map(move |ki| win.h.input_index(oh, ki))
-                .flat_map(move |ih| {
-                    win.w
-                        .taps(ow)
-                        .filter_map(move |kj| win.w.input_index(ow, kj))
-                        .map(move |iw| ih * pw + iw)
-                })
-        };
+        cell_buf.clear();
+        for ki in win.h.taps(oh) {
+            let Some(ih) = win.h.input_index(oh, ki) else {
+                continue;
+            };
+            for kj in win.w.taps(ow) {
+                if let Some(iw) = win.w.input_index(ow, kj) {
+                    cell_buf.push(ih * pw + iw);
+                }
+            }
+        }
+        let cells = || cell_buf.iter().copied();
         // Whole groups of 16 channels keep the running best and winner in registers (on
         // scratch slices the compiler turns the keep-or-take updates into masked stores).
         let mut ch0 = 0;
@@ -131,7 +133,7 @@ pub(crate) fn max_pool_grad_core(
                     first = false;
                 }
                 for ((b, a), &v) in lb.iter_mut().zip(la.iter_mut()).zip(xr) {
-                    let take = !b.is_nan() && (v > *b || v.is_nan());
+                    let take = !b.is_nan() & ((v > *b) | v.is_nan());
                     *b = if take { v } else { *b };
                     *a = if take { cell } else { *a };
                 }
@@ -150,27 +152,37 @@ pub(crate) fn max_pool_grad_core(
         if rest == 0 {
             continue;
         }
-        let (Some(best), Some(arg)) = (best.get_mut(..rest), arg.get_mut(..rest)) else {
-            return;
-        };
-        best.fill(f32::NEG_INFINITY);
+        // Fewer than 16 channels left: the same 16-lane, register-resident update as a whole
+        // group on a padded copy of each cell (the padding is -inf, never taken), so it
+        // vectorises without masks or branches (a scalar loop over scratch slices here was
+        // the slowest part of a LeNet training step: masked stores, then mispredictions).
+        let mut lb = [f32::NEG_INFINITY; ARG_GROUP];
+        let mut la = [0u32; ARG_GROUP];
         let mut first = true;
         for cell in cells() {
             let o = cell * c + ch0;
             let Some(xr) = x.get(o..o + rest) else {
                 continue;
             };
+            // A fixed 16-step loop, not `copy_from_slice` (a `memmove` call per cell).
+            let mut xv = [f32::NEG_INFINITY; ARG_GROUP];
+            for (k, v) in xv.iter_mut().enumerate() {
+                if let Some(&a) = xr.get(k) {
+                    *v = a;
+                }
+            }
             let cell = cell as u32;
             if first {
-                arg.fill(cell);
+                la = [cell; ARG_GROUP];
                 first = false;
             }
-            for ((b, a), &v) in best.iter_mut().zip(arg.iter_mut()).zip(xr) {
-                let take = !b.is_nan() && (v > *b || v.is_nan());
+            for ((b, a), &v) in lb.iter_mut().zip(la.iter_mut()).zip(&xv) {
+                let take = !b.is_nan() & ((v > *b) | v.is_nan());
                 *b = if take { v } else { *b };
                 *a = if take { cell } else { *a };
             }
         }
+        let arg = &la[..rest];
         if first {
             continue;
         }
@@ -329,15 +341,11 @@ pub fn max_pool2d_grad_with(
     let (img_x, img_y) = (pixels * p.c, out_h * out_w * p.c);
     let work = p.y_len()?.saturating_mul(p.kh.saturating_mul(p.kw));
     par_chunks_mut(dx, img_x, threads_for(work, threads), |n0, dxc| {
-        let (mut best, mut arg) = (vec![0.0f32; p.c], vec![0u32; p.c]);
         for (i, dxi) in dxc.chunks_exact_mut(img_x).enumerate() {
             let n = n0 + i;
             let xi = &x[n * img_x..(n + 1) * img_x];
             let gi = &dy[n * img_y..(n + 1) * img_y];
-            isa_call!(
-                isa,
-                max_pool_grad_core(p, (out_h, out_w), xi, gi, dxi, &mut best, &mut arg)
-            );
+            isa_call!(isa, max_pool_grad_core(p, (out_h, out_w), xi, gi, dxi));
         }
         Ok(())
     })

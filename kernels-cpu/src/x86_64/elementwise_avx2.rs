@@ -76,8 +76,7 @@ avx2_build! {
     max_pool_core => crate::pool2d::max_pool_core;
         fn(p: MaxPool2dParams, out_hw: (usize, usize), x: &[f32], first: usize, y: &mut [f32]);
     max_pool_grad_core => crate::pool2d::max_pool_grad_core;
-        fn(p: MaxPool2dParams, out_hw: (usize, usize), x: &[f32], dy: &[f32], dx: &mut [f32],
-           best: &mut [f32], arg: &mut [u32]);
+        fn(p: MaxPool2dParams, out_hw: (usize, usize), x: &[f32], dy: &[f32], dx: &mut [f32]);
     avg_pool_core => crate::pool2d::avg_pool_core;
         fn(p: AvgPool2dParams, out_hw: (usize, usize), x: &[f32], first: usize, y: &mut [f32]);
     avg_pool_grad_core => crate::pool2d::avg_pool_grad_core;
