@@ -4,12 +4,12 @@ use super::{GpuValue, gpu_arg};
 use super::{GradContext, OpCase, OpDef, all_f32, arity, input_f32, random_f32, tensor_f32};
 use crate::backend::gpu::kernels::binary as gpu_binary;
 use crate::backend::gpu::{GpuContext, Recorder};
-use crate::tune::TuneSpec;
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
 use crate::ops::attrs::AttrValue;
 use crate::tensor::Tensor;
+use crate::tune::TuneSpec;
 use spore_kernels_cpu::reference::binary as reference;
 use spore_kernels_cpu::rng::Rng;
 

@@ -15,11 +15,11 @@ use super::{
 };
 use crate::backend::gpu::kernels::depthwise_conv2d as gpu_kernel;
 use crate::backend::gpu::{GpuContext, Recorder};
-use crate::tune::TuneSpec;
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
 use crate::tensor::Tensor;
+use crate::tune::TuneSpec;
 use spore_kernels_cpu::reference::depthwise_conv2d as reference;
 use spore_kernels_cpu::reference::window::Padding2d;
 use spore_kernels_cpu::rng::Rng;

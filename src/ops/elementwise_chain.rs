@@ -85,7 +85,9 @@ impl Step {
         };
         if head == "leaky_relu" {
             let a: f64 = arg?.parse().ok()?;
-            return a.is_finite().then_some(Step::Act(ActivationKind::LeakyRelu(a)));
+            return a
+                .is_finite()
+                .then_some(Step::Act(ActivationKind::LeakyRelu(a)));
         }
         if let Some(a) = ACTS.iter().find(|a| act_name(**a) == head) {
             return arg.is_none().then_some(Step::Act(*a));
@@ -174,10 +176,7 @@ impl ElementwiseChain {
     /// Checks the steps against `inputs` inputs.
     pub fn check(&self, inputs: usize) -> std::result::Result<(), String> {
         if self.steps.is_empty() || self.steps.len() > MAX_STEPS {
-            return Err(format!(
-                "1 to {MAX_STEPS} steps, got {}",
-                self.steps.len()
-            ));
+            return Err(format!("1 to {MAX_STEPS} steps, got {}", self.steps.len()));
         }
         let mut read = vec![false; inputs];
         read[0] = true;
@@ -330,7 +329,10 @@ impl OpDef for ElementwiseChain {
             // ResNet's join.
             (
                 2,
-                vec![bin(BinaryKind::Add, 1, false), Step::Act(ActivationKind::Relu)],
+                vec![
+                    bin(BinaryKind::Add, 1, false),
+                    Step::Act(ActivationKind::Relu),
+                ],
             ),
             // Swish.
             (
@@ -421,7 +423,15 @@ mod tests {
         for s in steps {
             assert_eq!(Step::parse(&s.to_text()), Some(s), "{}", s.to_text());
         }
-        for bad in ["", "relu:1", "frobnicate:1", "add", "add:x", "leaky_relu", "leaky_relu:inf"] {
+        for bad in [
+            "",
+            "relu:1",
+            "frobnicate:1",
+            "add",
+            "add:x",
+            "leaky_relu",
+            "leaky_relu:inf",
+        ] {
             assert_eq!(Step::parse(bad), None, "{bad}");
         }
     }
@@ -435,12 +445,23 @@ mod tests {
             reversed: false,
         };
         assert!(chain(vec![]).check(1).is_err());
-        assert!(chain(vec![add(2)]).check(2).is_err(), "operand out of range");
-        assert!(chain(vec![Step::Act(ActivationKind::Relu)]).check(2).is_err(), "unused input");
+        assert!(
+            chain(vec![add(2)]).check(2).is_err(),
+            "operand out of range"
+        );
+        assert!(
+            chain(vec![Step::Act(ActivationKind::Relu)])
+                .check(2)
+                .is_err(),
+            "unused input"
+        );
         assert!(chain(vec![add(1); MAX_STEPS + 1]).check(2).is_err());
         let f = TensorFact::f32(vec![2, 3]);
         let g = TensorFact::f32(vec![3, 2]);
-        assert!(chain(vec![add(1)]).infer(&[&f, &g]).is_err(), "shapes differ");
+        assert!(
+            chain(vec![add(1)]).infer(&[&f, &g]).is_err(),
+            "shapes differ"
+        );
         assert!(chain(vec![add(1)]).infer(&[&f, &f]).is_ok());
     }
 }

@@ -14,12 +14,12 @@ use super::{
 };
 use crate::backend::gpu::kernels::matmul as gpu_kernel;
 use crate::backend::gpu::{GpuContext, Recorder};
-use crate::tune::TuneSpec;
 use crate::error::Result;
 use crate::graph::{TensorFact, ValueId};
 use crate::ops::Attrs;
 use crate::ops::attrs::AttrValue;
 use crate::tensor::Tensor;
+use crate::tune::TuneSpec;
 use spore_kernels_cpu::reference::bias_add::{BiasAddParams, bias_add};
 use spore_kernels_cpu::reference::matmul as reference;
 use spore_kernels_cpu::rng::Rng;
@@ -177,14 +177,7 @@ impl OpDef for MatMul {
             || Some(gpu_kernel::tune_spec(&p, gpu)),
             mm.variant,
             gpu_kernel::Variant::parse,
-            |v| {
-                gpu_kernel::Matmul {
-                    variant: *v,
-                    ..mm
-                }
-                .validate()
-                .is_ok()
-            },
+            |v| gpu_kernel::Matmul { variant: *v, ..mm }.validate().is_ok(),
         );
         gpu_kernel::record::<f32>(gpu, rec, a.buffer, b.buffer, bias, c.buffer, &mm)
     }
