@@ -962,6 +962,9 @@ mod tests {
         check_plans(&big, &mut r, 1, &mut ran);
         let deep = params3(2, 14, 14, 256, 24, 3, 1, Padding2d::symmetric(1, 1));
         check_plans(&deep, &mut r, 2, &mut ran);
+        // Four tiles above PAR_MIN_FLOPS: 2 threads split the 36 GEMMs, not the tiles.
+        let few = params3(1, 8, 7, 256, 264, 3, 1, Padding2d::symmetric(1, 1));
+        check_plans(&few, &mut r, 3, &mut ran);
         assert!(ran.iter().any(|t| t.contains("winograd")));
         println!("winograd ran: {ran:?}");
     }

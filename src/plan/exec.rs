@@ -1,5 +1,6 @@
-//! Runs a [`Plan`]: CPU segments node by node on the tuned kernels (each intermediate freed
-//! after its last use), GPU segments recorded into one command encoder and submitted once,
+//! Runs a [`Plan`]: CPU segments node by node on the tuned kernels (each intermediate handed
+//! back to the session's buffer pool after its last use; weights prepared once per session,
+//! see `cpu_fast.rs`), GPU segments recorded into one command encoder and submitted once,
 //! with the segment's uploads written into its buffer slots first and the read-backs copied
 //! to staging buffers inside the same submit.
 //!
@@ -7,6 +8,7 @@
 //! is submitted alone and its outputs read back, so callbacks and the reference comparison
 //! see every value (the documented price of looking inside a segment).
 
+use super::cpu_fast::CpuState;
 use super::{DeviceKind, Plan, missing_node};
 use crate::backend::gpu::{GpuContext, PooledBuffer, Recorder};
 use crate::error::{Error, GpuErrorKind, Result};
@@ -75,9 +77,19 @@ pub struct NodeValidation {
     pub tolerance: f64,
 }
 
-/// The per-session state a plan runs with: the GPU buffer slots, allocated at the first run.
+/// The per-session state a plan runs with: the GPU buffer slots, allocated at the first run,
+/// and the CPU nodes' prepared weights and recycled output buffers.
 #[derive(Default)]
 pub(crate) struct Slots {
+    /// The GPU buffer slots.
+    gpu: GpuSlots,
+    /// Prepared CPU nodes and the host buffer pool (reset with the slots on a re-plan).
+    cpu: CpuState,
+}
+
+/// The GPU buffer slots of a plan in one session.
+#[derive(Default)]
+struct GpuSlots {
     /// From the context's buffer pool: a re-plan or a dropped session hands them back.
     buffers: Vec<PooledBuffer>,
 }
@@ -146,6 +158,7 @@ struct Runner<'a> {
     fault: &'a Mutex<Option<GpuErrorKind>>,
     stats: RunStats,
     index: usize,
+    cpu: &'a mut CpuState,
 }
 
 /// Runs `plan` on `inputs` (aligned with the plan graph's inputs) and returns the graph
@@ -163,6 +176,7 @@ pub(crate) fn execute(
     let graph = plan.graph();
     let want = observer.wants_tensors();
     let per_node = want || validate || plan.options().perturb_node.is_some();
+    let (gpu_slots, cpu) = (&mut slots.gpu, &mut slots.cpu);
     let mut r = Runner {
         plan,
         graph,
@@ -176,6 +190,7 @@ pub(crate) fn execute(
         fault,
         stats: RunStats::default(),
         index: 0,
+        cpu,
     };
     for (s, seg) in plan.segments().iter().enumerate() {
         let t0 = Instant::now();
@@ -193,14 +208,14 @@ pub(crate) fn execute(
             DeviceKind::Cpu => {
                 for &n in &seg.nodes {
                     let node = graph.nodes().get(n.0).ok_or_else(|| missing_node(n))?;
-                    r.cpu_node(node)?;
+                    r.cpu_node(n.0, node)?;
                 }
             }
             DeviceKind::Gpu => {
                 let gpu = plan.gpu().ok_or_else(|| Error::Missing {
                     what: "the GPU of a GPU segment".into(),
                 })?;
-                r.gpu_segment(gpu, s, slots, &mut st)?;
+                r.gpu_segment(gpu, s, gpu_slots, &mut st)?;
                 plan.record_dispatches(s, st.dispatches);
             }
         }
@@ -212,6 +227,10 @@ pub(crate) fn execute(
         .iter()
         .map(|&v| r.host_ref(v).cloned())
         .collect::<Result<Vec<_>>>()?;
+    // What is still on the host (the outputs, copied above) serves the next run.
+    for t in r.host.drain(..).flatten() {
+        r.cpu.pool.give(t);
+    }
     Ok((outputs, r.stats))
 }
 
@@ -286,9 +305,9 @@ impl Runner<'_> {
         let last = &self.plan.memory_plan().host_last_use;
         for v in &node.inputs {
             if last.get(v.0).copied().flatten().is_some_and(|l| l <= step)
-                && let Some(slot) = self.host.get_mut(v.0)
+                && let Some(t) = self.host.get_mut(v.0).and_then(Option::take)
             {
-                *slot = None;
+                self.cpu.pool.give(t);
             }
         }
     }
@@ -345,7 +364,7 @@ impl Runner<'_> {
         Ok(())
     }
 
-    fn cpu_node(&mut self, node: &Node) -> Result<()> {
+    fn cpu_node(&mut self, idx: usize, node: &Node) -> Result<()> {
         let step = self.index;
         let info = self.info(node, DeviceKind::Cpu);
         let mut outs = {
@@ -361,9 +380,9 @@ impl Runner<'_> {
             {
                 return Err(Self::stop(node));
             }
-            let outs = node
-                .op
-                .eval_cpu(&ins, self.plan.cpu_threads())
+            let outs = self
+                .cpu
+                .run(self.graph, idx, node, &ins, self.plan.cpu_threads())
                 .map_err(|e| node_error(node, e))?;
             if outs.len() != node.outputs.len() {
                 return Err(Error::OpExecution {
@@ -406,7 +425,7 @@ impl Runner<'_> {
         Ok(())
     }
 
-    fn buffer<'b>(&'b self, slots: &'b Slots, v: ValueId) -> Result<&'b wgpu::Buffer> {
+    fn buffer<'b>(&'b self, slots: &'b GpuSlots, v: ValueId) -> Result<&'b wgpu::Buffer> {
         if let Some(b) = self.plan.resident(v) {
             return Ok(b);
         }
@@ -430,7 +449,7 @@ impl Runner<'_> {
         &self,
         gpu: &GpuContext,
         rec: &mut Recorder<'_>,
-        slots: &Slots,
+        slots: &GpuSlots,
         node: &Node,
     ) -> Result<()> {
         let values = |ids: &[ValueId]| -> Result<Vec<GpuValue<'_>>> {
@@ -454,7 +473,7 @@ impl Runner<'_> {
         &mut self,
         gpu: &GpuContext,
         s: usize,
-        slots: &mut Slots,
+        slots: &mut GpuSlots,
         st: &mut SegmentStats,
     ) -> Result<()> {
         let injected = self
@@ -579,7 +598,7 @@ impl Runner<'_> {
         &self,
         gpu: &GpuContext,
         mut rec: Recorder<'_>,
-        slots: &Slots,
+        slots: &GpuSlots,
         values: &[ValueId],
     ) -> Result<Vec<Tensor>> {
         let mut staging = Vec::with_capacity(values.len());

@@ -7,6 +7,7 @@
 //! execute it (`exec.rs`): one command buffer and one submit per GPU segment run, read-backs
 //! only where a CPU segment, a graph output or an observer needs a value.
 
+mod cpu_fast;
 pub(crate) mod exec;
 pub mod fuse;
 pub mod memory;

@@ -22,6 +22,7 @@ pub(crate) const BLOCKING: Blocking = Blocking {
 pub(crate) const MICRO: Micro = Micro {
     packed: micro_6x8,
     strided: None,
+    fused: None,
 };
 
 /// The 6x8 micro-kernel (see [`crate::sgemm`] for the packed layouts).

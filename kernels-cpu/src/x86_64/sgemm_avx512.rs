@@ -38,6 +38,7 @@ const AVX2_MAX_N: usize = 64;
 const MICRO: Micro = Micro {
     packed: micro_tile,
     strided: None,
+    fused: None,
 };
 
 /// Whether this CPU can run the AVX-512 tier.
