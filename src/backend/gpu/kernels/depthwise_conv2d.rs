@@ -106,6 +106,26 @@ pub const CANDIDATES: &[Knobs] = &[
         cols: 4,
         vec4: false,
     },
+    Knobs {
+        wg: 32,
+        cols: 4,
+        vec4: true,
+    },
+    Knobs {
+        wg: 64,
+        cols: 8,
+        vec4: true,
+    },
+    Knobs {
+        wg: 128,
+        cols: 4,
+        vec4: true,
+    },
+    Knobs {
+        wg: 256,
+        cols: 2,
+        vec4: true,
+    },
 ];
 
 /// Every shader a depthwise candidate may run.

@@ -157,6 +157,33 @@ pub const CANDIDATES: &[Tile] = &[
         wg_y: 16,
         bk: 32,
     },
+    // Narrow and tall tiles: the autotuner's picks for the few-channel pointwise layers of
+    // MobileNetV2 (24 or 32 output channels) were all 8 wide.
+    Tile {
+        wg_x: 4,
+        wg_y: 16,
+        bk: 32,
+    },
+    Tile {
+        wg_x: 4,
+        wg_y: 32,
+        bk: 16,
+    },
+    Tile {
+        wg_x: 8,
+        wg_y: 32,
+        bk: 16,
+    },
+    Tile {
+        wg_x: 8,
+        wg_y: 8,
+        bk: 32,
+    },
+    Tile {
+        wg_x: 16,
+        wg_y: 8,
+        bk: 32,
+    },
 ];
 
 /// Every shader a matmul candidate may run.
