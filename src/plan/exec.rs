@@ -631,10 +631,24 @@ impl Runner<'_> {
         }
         drop(tx);
         gpu.sync()?;
+        // Wait for every callback, not just those already delivered: sessions on other threads
+        // poll the same device, and one of their polls may be the one firing our callbacks,
+        // a moment after our own poll returned (a `try_iter` here lost that race now and then:
+        // "0 of 1 read-back buffers mapped").
         let mut mapped = 0;
-        for (_, r) in rx.try_iter() {
-            r.map_err(|e| Error::gpu(GpuErrorKind::Internal, e.to_string()))?;
-            mapped += 1;
+        let mut polls = 0;
+        while mapped < staging.len() {
+            match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok((_, r)) => {
+                    r.map_err(|e| Error::gpu(GpuErrorKind::Internal, e.to_string()))?;
+                    mapped += 1;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if polls < 100 => {
+                    polls += 1;
+                    gpu.sync()?;
+                }
+                Err(_) => break,
+            }
         }
         if mapped != staging.len() {
             return Err(Error::gpu(
