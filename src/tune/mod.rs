@@ -15,6 +15,7 @@ pub mod cache;
 pub mod tuner;
 
 use crate::backend::gpu::{GpuContext, kernels, shaders};
+use std::collections::HashMap;
 
 /// Identifies one tunable kernel instance across runs and machines (the adapter is part of
 /// the cache entry, not of the key).
@@ -69,6 +70,27 @@ pub fn bucket(v: usize) -> u32 {
 /// snippets included): a cache entry whose hash differs was measured on other shader code
 /// and is not trusted.
 pub fn shader_hash(names: &[&str]) -> String {
+    // Memoised: ops ask for it on every record while a tuning table is loaded, and hashing
+    // the sources (tens of KiB per kernel family) each time would put real work on that path.
+    static MEMO: std::sync::OnceLock<std::sync::Mutex<HashMap<String, String>>> =
+        std::sync::OnceLock::new();
+    let key = names.join("\n");
+    let memo = MEMO.get_or_init(Default::default);
+    if let Some(h) = memo
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&key)
+    {
+        return h.clone();
+    }
+    let h = hash_sources(names);
+    memo.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(key, h.clone());
+    h
+}
+
+fn hash_sources(names: &[&str]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for &b in bytes {
